@@ -1,0 +1,155 @@
+//! The app factory: `Application::build` turns `Settings` into a running server (store
+//! connected and migrated, tokens bootstrapped, listener bound). `main` and every
+//! integration test go through it, so tests exercise exactly what ships.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::{dev::Server, web, App, HttpServer};
+use utoipa_actix_web::AppExt;
+
+use crate::api;
+use crate::api::tokens_registry::TokenRegistry;
+use crate::config::Settings;
+use crate::domain::tokens::{
+    generate_secret, hash_secret, parse_init_token, TokenKind, TokenScope,
+};
+use crate::store::{self, Actor, Store};
+
+/// Shared by every request handler.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub tokens: Arc<TokenRegistry>,
+    pub settings: Settings,
+}
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    /// The admin token generated at first start, if one was.
+    pub generated_admin_token: Option<String>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let store = store::connect(&settings.database_url, settings.db_pool_size).await?;
+        let generated_admin_token = bootstrap_tokens(store.as_ref(), &settings).await?;
+        let tokens = TokenRegistry::load(store.clone()).await?;
+        tokio::spawn(tokens.clone().run_reloader());
+
+        let listener = TcpListener::bind(&settings.addr)
+            .map_err(|e| anyhow::anyhow!("binding {}: {e}", settings.addr))?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState {
+            store,
+            tokens,
+            settings,
+        });
+        let app_state = state.clone();
+        let server = HttpServer::new(move || build_app(app_state.clone()))
+            .listen(listener)?
+            .shutdown_timeout(10)
+            .run();
+        Ok(Application {
+            port,
+            server,
+            state,
+            generated_admin_token,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until SIGINT/SIGTERM (actix handles both and drains connections).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// The actix `App` with every route; also used to generate the OpenAPI document.
+pub fn build_app(
+    state: web::Data<AppState>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let max_body = state.settings.max_body_bytes;
+    App::new()
+        .into_utoipa_app()
+        .openapi(api::openapi::base())
+        .app_data(state)
+        .app_data(web::PayloadConfig::new(max_body))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(max_body)
+                .error_handler(|e, _| api::error::json_error(e)),
+        )
+        .app_data(web::QueryConfig::default().error_handler(|e, _| api::error::query_error(e)))
+        .app_data(web::PathConfig::default().error_handler(|e, _| api::error::path_error(e)))
+        .configure(api::configure)
+        .openapi_service(api::openapi::serve)
+        .map(|app| {
+            app.wrap(tracing_actix_web::TracingLogger::default())
+                .default_service(web::to(api::not_found))
+        })
+        .into_app()
+}
+
+/// Creates the `FUSEBOX_INIT_*_TOKENS`; with none at all and no admin token stored,
+/// generates one admin token and returns it so the operator can log in once.
+async fn bootstrap_tokens(
+    store: &dyn Store,
+    settings: &Settings,
+) -> anyhow::Result<Option<String>> {
+    let actor = Actor::system();
+    let lists = [
+        (TokenKind::Admin, &settings.init_admin_tokens),
+        (TokenKind::Client, &settings.init_client_tokens),
+        (TokenKind::Frontend, &settings.init_frontend_tokens),
+    ];
+    for (kind, list) in lists {
+        for (i, token) in list.iter().enumerate() {
+            let scope = parse_init_token(kind, token).map_err(|e| {
+                anyhow::anyhow!("FUSEBOX_INIT_{}_TOKENS: {e}", kind.as_str().to_uppercase())
+            })?;
+            let name = format!("init-{}-{}", kind.as_str(), i + 1);
+            store
+                .create_token(&name, &scope, &hash_secret(token), &actor)
+                .await?;
+        }
+    }
+    if !settings.bootstrap_admin_token {
+        return Ok(None);
+    }
+    let has_admin = store
+        .list_tokens()
+        .await?
+        .iter()
+        .any(|t| t.kind == TokenKind::Admin);
+    if has_admin {
+        return Ok(None);
+    }
+    let scope = TokenScope {
+        kind: TokenKind::Admin,
+        projects: vec!["*".into()],
+        environment: "*".into(),
+    };
+    let secret = generate_secret(&scope);
+    store
+        .create_token("bootstrap-admin", &scope, &hash_secret(&secret), &actor)
+        .await?;
+    Ok(Some(secret))
+}

@@ -1,0 +1,220 @@
+//! Settings: serde defaults < optional TOML file (`--config` / `FUSEBOX_CONFIG`) <
+//! environment variables < command-line flags.
+//!
+//! clap resolves "flag, else environment" for each setting; the file fills in whatever
+//! neither gave; the defaults below fill the rest. Tests build `Settings` directly.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+/// The `fusebox` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "fusebox",
+    version,
+    about = "Feature flags where every rollout has a fuse"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands; none means `serve`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the server (the default).
+    Serve,
+    /// Print the OpenAPI document to stdout.
+    Openapi,
+}
+
+/// Every setting, as a flag with its environment variable. All optional so that the
+/// config file can fill what is missing.
+#[derive(Debug, Args, Default, Clone)]
+pub struct SettingsArgs {
+    /// TOML config file with the same keys as below (snake_case, e.g. `addr = "0.0.0.0:4242"`).
+    #[arg(long, env = "FUSEBOX_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:4242].
+    #[arg(long, env = "FUSEBOX_ADDR", global = true)]
+    pub addr: Option<String>,
+    /// Database: `sqlite://PATH` (file created on first start) or `postgres://...`
+    /// [default: sqlite://data/fusebox.db].
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Comma-separated admin tokens (`*:*.secret`) created at start if absent.
+    #[arg(long, env = "FUSEBOX_INIT_ADMIN_TOKENS", global = true)]
+    pub init_admin_tokens: Option<String>,
+    /// Comma-separated client tokens (`project:environment.secret`, `*` for all projects).
+    #[arg(long, env = "FUSEBOX_INIT_CLIENT_TOKENS", global = true)]
+    pub init_client_tokens: Option<String>,
+    /// Comma-separated frontend tokens (`project:environment.secret`).
+    #[arg(long, env = "FUSEBOX_INIT_FRONTEND_TOKENS", global = true)]
+    pub init_frontend_tokens: Option<String>,
+    /// Log format: `pretty` or `json` [default: pretty]. Filter with RUST_LOG.
+    #[arg(long, env = "FUSEBOX_LOG_FORMAT", global = true)]
+    pub log_format: Option<String>,
+    /// Largest accepted request body in bytes [default: 10485760].
+    #[arg(long, env = "FUSEBOX_MAX_BODY_BYTES", global = true)]
+    pub max_body_bytes: Option<usize>,
+    /// Database connection pool size [default: 10 for PostgreSQL, 4 for SQLite].
+    #[arg(long, env = "FUSEBOX_DB_POOL_SIZE", global = true)]
+    pub db_pool_size: Option<u32>,
+}
+
+/// The TOML file's shape: the same keys as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    addr: Option<String>,
+    database_url: Option<String>,
+    init_admin_tokens: Option<String>,
+    init_client_tokens: Option<String>,
+    init_frontend_tokens: Option<String>,
+    log_format: Option<String>,
+    max_body_bytes: Option<usize>,
+    db_pool_size: Option<u32>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Resolved settings the application is built from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `host:port`; port 0 picks a free port (tests).
+    pub addr: String,
+    pub database_url: String,
+    pub init_admin_tokens: Vec<String>,
+    pub init_client_tokens: Vec<String>,
+    pub init_frontend_tokens: Vec<String>,
+    pub log_format: LogFormat,
+    pub max_body_bytes: usize,
+    pub db_pool_size: Option<u32>,
+    /// Print a generated admin token when no admin token exists (the CLI sets this).
+    pub bootstrap_admin_token: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:4242".into(),
+            database_url: "sqlite://data/fusebox.db".into(),
+            init_admin_tokens: Vec::new(),
+            init_client_tokens: Vec::new(),
+            init_frontend_tokens: Vec::new(),
+            log_format: LogFormat::Pretty,
+            max_body_bytes: 10 * 1024 * 1024,
+            db_pool_size: None,
+            bootstrap_admin_token: false,
+        }
+    }
+}
+
+impl Settings {
+    /// Layers the config file (if any) under the flags/environment values.
+    pub fn load(args: &SettingsArgs) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("reading config file {}: {e}", path.display()))?;
+                toml::from_str::<FileSettings>(&text)
+                    .map_err(|e| anyhow::anyhow!("parsing config file {}: {e}", path.display()))?
+            }
+            None => FileSettings::default(),
+        };
+        let defaults = Settings::default();
+        let log_format = match args.log_format.clone().or(file.log_format).as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => anyhow::bail!("log format must be `pretty` or `json`, not `{other}`"),
+        };
+        Ok(Settings {
+            addr: args.addr.clone().or(file.addr).unwrap_or(defaults.addr),
+            database_url: args
+                .database_url
+                .clone()
+                .or(file.database_url)
+                .unwrap_or(defaults.database_url),
+            init_admin_tokens: split_list(
+                args.init_admin_tokens.clone().or(file.init_admin_tokens),
+            ),
+            init_client_tokens: split_list(
+                args.init_client_tokens.clone().or(file.init_client_tokens),
+            ),
+            init_frontend_tokens: split_list(
+                args.init_frontend_tokens
+                    .clone()
+                    .or(file.init_frontend_tokens),
+            ),
+            log_format,
+            max_body_bytes: args
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(defaults.max_body_bytes),
+            db_pool_size: args.db_pool_size.or(file.db_pool_size),
+            bootstrap_admin_token: true,
+        })
+    }
+}
+
+fn split_list(raw: Option<String>) -> Vec<String> {
+    raw.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_and_environment_override_the_config_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fusebox.toml");
+        std::fs::write(
+            &path,
+            "addr = \"0.0.0.0:9000\"\ndatabase_url = \"sqlite://x.db\"\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        let args = SettingsArgs {
+            config: Some(path),
+            addr: Some("127.0.0.1:1".into()),
+            init_client_tokens: Some("a:development.x, *:production.y".into()),
+            ..Default::default()
+        };
+        let settings = Settings::load(&args).unwrap();
+        assert_eq!(settings.addr, "127.0.0.1:1");
+        assert_eq!(settings.database_url, "sqlite://x.db");
+        assert_eq!(settings.log_format, LogFormat::Json);
+        assert_eq!(settings.max_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(
+            settings.init_client_tokens,
+            vec!["a:development.x", "*:production.y"]
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_config_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fusebox.toml");
+        std::fs::write(&path, "adress = \"x\"\n").unwrap();
+        let args = SettingsArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let err = Settings::load(&args).unwrap_err().to_string();
+        assert!(err.contains("adress"), "{err}");
+    }
+}

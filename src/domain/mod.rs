@@ -1,0 +1,8 @@
+//! Pure domain code: the flag model, evaluation, statistics and fuse policy.
+//! Nothing here does I/O or is async, so all of it is unit- and property-tested.
+
+pub mod admin;
+pub mod model;
+pub mod names;
+pub mod tokens;
+pub mod validate;

@@ -1,0 +1,10 @@
+//! Fusebox: a feature-flag server, wire-compatible with Unleash SDKs, in which every
+//! rollout has a fuse. `app::Application` builds the whole server; `main` and every
+//! integration test use it.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod store;
+pub mod telemetry;

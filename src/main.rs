@@ -1,0 +1,23 @@
+//! The `fusebox` binary: parse settings, start logging, build and run the server.
+
+use clap::Parser;
+use fusebox::app::Application;
+use fusebox::config::{Cli, Command, Settings};
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(&cli.settings)?;
+    if let Some(Command::Openapi) = cli.command {
+        println!("{}", fusebox::api::openapi::document_json());
+        return Ok(());
+    }
+    fusebox::telemetry::init(settings.log_format);
+    let app = Application::build(settings.clone()).await?;
+    if let Some(token) = &app.generated_admin_token {
+        println!("No admin token existed, so one was created. Store it now; it is shown only once:\n\n    {token}\n");
+    }
+    tracing::info!(addr = %settings.addr, port = app.port(), "fusebox listening");
+    app.run_until_stopped().await?;
+    Ok(())
+}

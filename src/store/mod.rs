@@ -1,0 +1,258 @@
+//! Persistence: one `Store` trait, implemented once in SQL (`sql.rs`, a macro
+//! instantiated per backend) for SQLite (`sqlite.rs`, the embedded default) and
+//! PostgreSQL (`postgres.rs`, for several replicas).
+//!
+//! Every mutation writes its audit entry in the same transaction, and the audit log's
+//! highest id is the data *revision*: caches compare it to know when to rebuild.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::admin::{
+    AdminSegment, AuditEvent, Environment, Feature, FeatureMeta, Project, StoredToken,
+};
+use crate::domain::model::{ClientFeatures, Constraint, Dependency, Strategy, Variant};
+use crate::domain::tokens::TokenScope;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Store failures, free of HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// Input that is well-formed but refers to something impossible (e.g. a
+    /// dependency on an unknown feature); `path` names the field.
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Who made a change, as written to the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor(pub String);
+
+impl Actor {
+    pub fn system() -> Actor {
+        Actor("system".into())
+    }
+}
+
+/// A new environment.
+#[derive(Debug, Clone)]
+pub struct NewEnvironment {
+    pub name: String,
+    pub environment_type: String,
+    pub sort_order: i64,
+}
+
+/// A new project.
+#[derive(Debug, Clone)]
+pub struct NewProject {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+}
+
+/// Fields of a feature that can be set on create and update.
+#[derive(Debug, Clone)]
+pub struct FeatureFields {
+    pub name: String,
+    pub description: Option<String>,
+    pub feature_type: String,
+    pub impression_data: bool,
+    pub stale: bool,
+}
+
+/// A segment's settable fields.
+#[derive(Debug, Clone)]
+pub struct SegmentFields {
+    pub name: String,
+    pub description: Option<String>,
+    pub project: Option<String>,
+    pub constraints: Vec<Constraint>,
+}
+
+/// Filters for the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub feature: Option<String>,
+    pub project: Option<String>,
+    /// Only entries at or after this time (ms).
+    pub since: Option<i64>,
+    pub limit: i64,
+}
+
+/// What an import changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub features: usize,
+    pub segments: usize,
+}
+
+/// The persistence interface, one method per use case.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    /// Succeeds while the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+    /// The data revision: changes whenever anything an SDK could see changes.
+    async fn revision(&self) -> StoreResult<i64>;
+
+    async fn list_environments(&self) -> StoreResult<Vec<Environment>>;
+    async fn create_environment(
+        &self,
+        env: &NewEnvironment,
+        actor: &Actor,
+    ) -> StoreResult<Environment>;
+
+    async fn list_projects(&self) -> StoreResult<Vec<Project>>;
+    async fn create_project(&self, project: &NewProject, actor: &Actor) -> StoreResult<Project>;
+
+    async fn list_features(&self, project: &str) -> StoreResult<Vec<FeatureMeta>>;
+    async fn get_feature(&self, project: &str, name: &str) -> StoreResult<Feature>;
+    async fn create_feature(
+        &self,
+        project: &str,
+        fields: &FeatureFields,
+        actor: &Actor,
+    ) -> StoreResult<Feature>;
+    async fn update_feature(
+        &self,
+        project: &str,
+        fields: &FeatureFields,
+        actor: &Actor,
+    ) -> StoreResult<Feature>;
+    async fn archive_feature(&self, project: &str, name: &str, actor: &Actor) -> StoreResult<()>;
+    async fn set_feature_enabled(
+        &self,
+        project: &str,
+        name: &str,
+        environment: &str,
+        enabled: bool,
+        actor: &Actor,
+    ) -> StoreResult<Feature>;
+    async fn list_strategies(
+        &self,
+        project: &str,
+        name: &str,
+        environment: &str,
+    ) -> StoreResult<Vec<Strategy>>;
+    async fn add_strategy(
+        &self,
+        project: &str,
+        name: &str,
+        environment: &str,
+        strategy: &Strategy,
+        actor: &Actor,
+    ) -> StoreResult<Strategy>;
+    async fn update_strategy(
+        &self,
+        project: &str,
+        name: &str,
+        environment: &str,
+        strategy: &Strategy,
+        actor: &Actor,
+    ) -> StoreResult<Strategy>;
+    async fn delete_strategy(
+        &self,
+        project: &str,
+        name: &str,
+        environment: &str,
+        strategy_id: &str,
+        actor: &Actor,
+    ) -> StoreResult<()>;
+    async fn set_variants(
+        &self,
+        project: &str,
+        name: &str,
+        environment: &str,
+        variants: &[Variant],
+        actor: &Actor,
+    ) -> StoreResult<Vec<Variant>>;
+    async fn set_dependencies(
+        &self,
+        project: &str,
+        name: &str,
+        dependencies: &[Dependency],
+        actor: &Actor,
+    ) -> StoreResult<Vec<Dependency>>;
+
+    async fn list_segments(&self) -> StoreResult<Vec<AdminSegment>>;
+    async fn create_segment(
+        &self,
+        fields: &SegmentFields,
+        actor: &Actor,
+    ) -> StoreResult<AdminSegment>;
+    async fn update_segment(
+        &self,
+        id: i64,
+        fields: &SegmentFields,
+        actor: &Actor,
+    ) -> StoreResult<AdminSegment>;
+    async fn delete_segment(&self, id: i64, actor: &Actor) -> StoreResult<()>;
+
+    async fn list_tokens(&self) -> StoreResult<Vec<StoredToken>>;
+    /// Stores a token by the hash of its secret; `Ok(None)` if that hash exists.
+    async fn create_token(
+        &self,
+        name: &str,
+        scope: &TokenScope,
+        secret_hash: &str,
+        actor: &Actor,
+    ) -> StoreResult<Option<StoredToken>>;
+    async fn delete_token(&self, id: i64, actor: &Actor) -> StoreResult<()>;
+
+    /// Upserts features (in `environment`) and segments from a client-features document.
+    async fn import_state(
+        &self,
+        environment: &str,
+        state: &ClientFeatures,
+        actor: &Actor,
+    ) -> StoreResult<ImportSummary>;
+    /// Every live feature of every project as SDKs see it in `environment`
+    /// (disabled strategies included, so export round-trips), and every segment.
+    async fn client_features(&self, environment: &str) -> StoreResult<ClientFeatures>;
+
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+}
+
+/// Opens the store named by a `DATABASE_URL` and runs its migrations.
+pub async fn connect(url: &str, pool_size: Option<u32>) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(
+            PgStore::connect(url, pool_size.unwrap_or(10)).await?,
+        ))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(
+            SqliteStore::connect(url, pool_size.unwrap_or(4)).await?,
+        ))
+    } else {
+        anyhow::bail!("DATABASE_URL must start with sqlite: or postgres://, got `{url}`")
+    }
+}
+
+/// Milliseconds since the Unix epoch, the time unit of every stored timestamp.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

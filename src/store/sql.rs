@@ -1,0 +1,1171 @@
+//! The store's SQL, written once and instantiated per backend by `impl_store!`.
+//!
+//! Queries use `$n` placeholders and lowercase portable SQL (`returning`, `on conflict`),
+//! which both SQLite (>= 3.35) and PostgreSQL accept, so the two backends cannot drift.
+//! JSON columns are text holding `domain::model` types verbatim.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::{StoreError, StoreResult};
+
+pub(super) fn to_json<T: Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Other(e.into()))
+}
+
+pub(super) fn from_json<T: DeserializeOwned>(text: &str) -> StoreResult<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Other(e.into()))
+}
+
+pub(super) fn opt_from_json<T: DeserializeOwned>(text: Option<String>) -> StoreResult<Option<T>> {
+    text.map(|t| from_json(&t)).transpose()
+}
+
+pub(super) fn value<T: Serialize>(v: &T) -> Option<serde_json::Value> {
+    serde_json::to_value(v).ok()
+}
+
+/// Maps unique violations to `Conflict`, everything else to `Database`.
+pub(super) fn on_unique(what: impl FnOnce() -> String) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what()),
+        _ => StoreError::Database(e),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct EnvironmentRow {
+    pub name: String,
+    #[sqlx(rename = "type")]
+    pub environment_type: String,
+    pub enabled: bool,
+    pub sort_order: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ProjectRow {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct FeatureRow {
+    pub name: String,
+    pub project: String,
+    pub description: Option<String>,
+    #[sqlx(rename = "type")]
+    pub feature_type: String,
+    pub impression_data: bool,
+    pub stale: bool,
+    pub created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct FeatureEnvRow {
+    pub feature: String,
+    pub environment: String,
+    pub enabled: bool,
+    pub variants: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct StrategyRow {
+    pub id: String,
+    pub feature: String,
+    pub name: String,
+    pub title: Option<String>,
+    pub disabled: Option<bool>,
+    pub sort_order: i64,
+    pub parameters: String,
+    pub constraints: String,
+    pub segments: Option<String>,
+    pub variants: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct DependencyRow {
+    pub child: String,
+    pub parent: String,
+    pub enabled: Option<bool>,
+    pub variants: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SegmentRow {
+    pub id: i64,
+    pub name: String,
+    pub description: Option<String>,
+    pub project: Option<String>,
+    pub constraints: String,
+    pub created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct TokenRow {
+    pub id: i64,
+    pub name: String,
+    pub kind: String,
+    pub environment: String,
+    pub projects: String,
+    pub secret_hash: String,
+    pub created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AuditRow {
+    pub id: i64,
+    pub kind: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub project: Option<String>,
+    pub feature: Option<String>,
+    pub environment: Option<String>,
+    pub pre_data: Option<String>,
+    pub data: Option<String>,
+}
+
+impl EnvironmentRow {
+    pub fn into_domain(self) -> crate::domain::admin::Environment {
+        crate::domain::admin::Environment {
+            name: self.name,
+            environment_type: self.environment_type,
+            enabled: self.enabled,
+            sort_order: self.sort_order,
+        }
+    }
+}
+
+impl ProjectRow {
+    pub fn into_domain(self) -> crate::domain::admin::Project {
+        crate::domain::admin::Project {
+            id: self.id,
+            name: self.name,
+            description: self.description,
+            created_at: self.created_at,
+        }
+    }
+}
+
+impl FeatureRow {
+    pub fn into_domain(self) -> crate::domain::admin::FeatureMeta {
+        crate::domain::admin::FeatureMeta {
+            name: self.name,
+            project: self.project,
+            description: self.description,
+            feature_type: self.feature_type,
+            impression_data: self.impression_data,
+            stale: self.stale,
+            created_at: self.created_at,
+        }
+    }
+}
+
+impl StrategyRow {
+    pub fn into_domain(self) -> StoreResult<crate::domain::model::Strategy> {
+        Ok(crate::domain::model::Strategy {
+            id: Some(self.id),
+            name: self.name,
+            title: self.title,
+            disabled: self.disabled,
+            sort_order: Some(self.sort_order),
+            parameters: from_json(&self.parameters)?,
+            constraints: from_json(&self.constraints)?,
+            segments: opt_from_json(self.segments)?,
+            variants: opt_from_json(self.variants)?,
+        })
+    }
+}
+
+impl DependencyRow {
+    pub fn into_domain(self) -> StoreResult<crate::domain::model::Dependency> {
+        Ok(crate::domain::model::Dependency {
+            feature: self.parent,
+            enabled: self.enabled,
+            variants: opt_from_json(self.variants)?,
+        })
+    }
+}
+
+impl SegmentRow {
+    pub fn into_domain(self) -> StoreResult<crate::domain::admin::AdminSegment> {
+        Ok(crate::domain::admin::AdminSegment {
+            id: self.id,
+            name: self.name,
+            description: self.description,
+            project: self.project,
+            constraints: from_json(&self.constraints)?,
+            created_at: self.created_at,
+        })
+    }
+}
+
+impl TokenRow {
+    pub fn into_domain(self) -> StoreResult<crate::domain::admin::StoredToken> {
+        let kind = crate::domain::tokens::TokenKind::parse(&self.kind).ok_or_else(|| {
+            StoreError::Other(anyhow::anyhow!("unknown token kind {}", self.kind))
+        })?;
+        let projects: Vec<String> = from_json(&self.projects)?;
+        let scope = crate::domain::tokens::TokenScope {
+            kind,
+            projects: projects.clone(),
+            environment: self.environment.clone(),
+        };
+        Ok(crate::domain::admin::StoredToken {
+            id: self.id,
+            token_name: self.name,
+            kind,
+            environment: self.environment,
+            projects,
+            prefix: scope.prefix(),
+            created_at: self.created_at,
+            secret_hash: self.secret_hash,
+        })
+    }
+}
+
+impl AuditRow {
+    pub fn into_domain(self) -> StoreResult<crate::domain::admin::AuditEvent> {
+        Ok(crate::domain::admin::AuditEvent {
+            id: self.id,
+            kind: self.kind,
+            created_by: self.created_by,
+            created_at: self.created_at,
+            project: self.project,
+            feature: self.feature,
+            environment: self.environment,
+            pre_data: opt_from_json(self.pre_data)?,
+            data: opt_from_json(self.data)?,
+        })
+    }
+}
+
+pub(super) const STRATEGY_COLUMNS: &str = "id, feature, environment, name, title, disabled, sort_order, parameters, constraints, segments, variants";
+pub(super) const FEATURE_COLUMNS: &str =
+    "name, project, description, type, impression_data, stale, created_at";
+
+/// Implements `Store` for `$store` (which has a `pool: sqlx::Pool<$db>` field).
+macro_rules! impl_store {
+    ($store:ty, $db:ty, $backend:expr) => {
+        type Conn = <$db as sqlx::Database>::Connection;
+
+        /// One audit entry, in the caller's transaction.
+        #[allow(clippy::too_many_arguments)]
+        async fn audit(
+            conn: &mut Conn,
+            kind: &str,
+            actor: &Actor,
+            project: Option<&str>,
+            feature: Option<&str>,
+            environment: Option<&str>,
+            pre: Option<serde_json::Value>,
+            data: Option<serde_json::Value>,
+        ) -> StoreResult<()> {
+            sqlx::query(
+                "insert into audit_events (kind, created_by, created_at, project, feature, environment, pre_data, data) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(kind)
+            .bind(&actor.0)
+            .bind(now_ms())
+            .bind(project)
+            .bind(feature)
+            .bind(environment)
+            .bind(pre.map(|v| v.to_string()))
+            .bind(data.map(|v| v.to_string()))
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        async fn ensure_environment(conn: &mut Conn, environment: &str) -> StoreResult<()> {
+            let found: Option<(String,)> = sqlx::query_as("select name from environments where name = $1")
+                .bind(environment)
+                .fetch_optional(&mut *conn)
+                .await?;
+            match found {
+                Some(_) => Ok(()),
+                None => Err(StoreError::NotFound(format!("environment `{environment}` not found"))),
+            }
+        }
+
+        async fn ensure_project(conn: &mut Conn, project: &str) -> StoreResult<()> {
+            let found: Option<(String,)> = sqlx::query_as("select id from projects where id = $1")
+                .bind(project)
+                .fetch_optional(&mut *conn)
+                .await?;
+            match found {
+                Some(_) => Ok(()),
+                None => Err(StoreError::NotFound(format!("project `{project}` not found"))),
+            }
+        }
+
+        /// A live (not archived) feature of `project`.
+        async fn feature_meta(conn: &mut Conn, project: &str, name: &str) -> StoreResult<FeatureMeta> {
+            ensure_project(conn, project).await?;
+            let row: Option<FeatureRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "select {FEATURE_COLUMNS} from features where name = $1 and project = $2 and archived_at is null"
+            )))
+            .bind(name)
+            .bind(project)
+            .fetch_optional(&mut *conn)
+            .await?;
+            row.map(FeatureRow::into_domain)
+                .ok_or_else(|| StoreError::NotFound(format!("feature `{name}` not found in project `{project}`")))
+        }
+
+        async fn strategies_of(conn: &mut Conn, feature: &str, environment: &str) -> StoreResult<Vec<Strategy>> {
+            let rows: Vec<StrategyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "select {STRATEGY_COLUMNS} from feature_strategies where feature = $1 and environment = $2 \
+                 order by sort_order, created_at, id"
+            )))
+            .bind(feature)
+            .bind(environment)
+            .fetch_all(&mut *conn)
+            .await?;
+            rows.into_iter().map(StrategyRow::into_domain).collect()
+        }
+
+        async fn load_feature(conn: &mut Conn, project: &str, name: &str) -> StoreResult<Feature> {
+            let meta = feature_meta(conn, project, name).await?;
+            let envs: Vec<EnvironmentRow> =
+                sqlx::query_as("select name, type, enabled, sort_order from environments order by sort_order, name")
+                    .fetch_all(&mut *conn)
+                    .await?;
+            let states: Vec<FeatureEnvRow> = sqlx::query_as(
+                "select feature, environment, enabled, variants from feature_environments where feature = $1",
+            )
+            .bind(name)
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut environments = Vec::with_capacity(envs.len());
+            for env in envs {
+                let state = states.iter().find(|s| s.environment == env.name);
+                environments.push(FeatureEnvironment {
+                    enabled: state.map(|s| s.enabled).unwrap_or(false),
+                    variants: match state {
+                        Some(s) => opt_from_json(s.variants.clone())?,
+                        None => None,
+                    },
+                    strategies: strategies_of(conn, name, &env.name).await?,
+                    name: env.name,
+                });
+            }
+            let deps: Vec<DependencyRow> = sqlx::query_as(
+                "select child, parent, enabled, variants from feature_dependencies where child = $1 order by parent",
+            )
+            .bind(name)
+            .fetch_all(&mut *conn)
+            .await?;
+            Ok(Feature {
+                meta,
+                environments,
+                dependencies: deps.into_iter().map(DependencyRow::into_domain).collect::<StoreResult<_>>()?,
+            })
+        }
+
+        async fn upsert_feature_environment(
+            conn: &mut Conn,
+            feature: &str,
+            environment: &str,
+            enabled: Option<bool>,
+            variants: Option<Option<String>>,
+        ) -> StoreResult<()> {
+            sqlx::query(
+                "insert into feature_environments (feature, environment, enabled, variants) values ($1, $2, false, null) \
+                 on conflict (feature, environment) do nothing",
+            )
+            .bind(feature)
+            .bind(environment)
+            .execute(&mut *conn)
+            .await?;
+            if let Some(enabled) = enabled {
+                sqlx::query("update feature_environments set enabled = $3 where feature = $1 and environment = $2")
+                    .bind(feature)
+                    .bind(environment)
+                    .bind(enabled)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            if let Some(variants) = variants {
+                sqlx::query("update feature_environments set variants = $3 where feature = $1 and environment = $2")
+                    .bind(feature)
+                    .bind(environment)
+                    .bind(variants)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(())
+        }
+
+        async fn insert_strategy(
+            conn: &mut Conn,
+            feature: &str,
+            environment: &str,
+            strategy: &Strategy,
+            sort_order: i64,
+        ) -> StoreResult<Strategy> {
+            let id = uuid::Uuid::new_v4().to_string();
+            sqlx::query(
+                "insert into feature_strategies (id, feature, environment, name, title, disabled, sort_order, \
+                 parameters, constraints, segments, variants, created_at) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(&id)
+            .bind(feature)
+            .bind(environment)
+            .bind(&strategy.name)
+            .bind(&strategy.title)
+            .bind(strategy.disabled)
+            .bind(sort_order)
+            .bind(to_json(&strategy.parameters)?)
+            .bind(to_json(&strategy.constraints)?)
+            .bind(strategy.segments.as_ref().map(to_json).transpose()?)
+            .bind(strategy.variants.as_ref().map(to_json).transpose()?)
+            .bind(now_ms())
+            .execute(&mut *conn)
+            .await?;
+            Ok(Strategy {
+                id: Some(id),
+                sort_order: Some(sort_order),
+                ..strategy.clone()
+            })
+        }
+
+        async fn ensure_segments_exist(conn: &mut Conn, strategy: &Strategy) -> StoreResult<()> {
+            for (i, id) in strategy.segments.iter().flatten().enumerate() {
+                let found: Option<(i64,)> = sqlx::query_as("select id from segments where id = $1")
+                    .bind(*id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                if found.is_none() {
+                    return Err(StoreError::Invalid {
+                        path: format!("segments[{i}]"),
+                        message: format!("segment {id} does not exist"),
+                    });
+                }
+            }
+            Ok(())
+        }
+
+        async fn strategy_by_id(conn: &mut Conn, feature: &str, environment: &str, id: &str) -> StoreResult<Strategy> {
+            let row: Option<StrategyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "select {STRATEGY_COLUMNS} from feature_strategies where id = $1 and feature = $2 and environment = $3"
+            )))
+            .bind(id)
+            .bind(feature)
+            .bind(environment)
+            .fetch_optional(&mut *conn)
+            .await?;
+            row.ok_or_else(|| StoreError::NotFound(format!("strategy `{id}` not found")))?
+                .into_domain()
+        }
+
+        async fn write_segment(conn: &mut Conn, id: i64, fields: &SegmentFields, insert: bool) -> StoreResult<()> {
+            let sql = if insert {
+                "insert into segments (id, name, description, project, constraints, created_at) values ($1, $2, $3, $4, $5, $6)"
+            } else {
+                "update segments set name = $2, description = $3, project = $4, constraints = $5 where id = $1 and $6 = $6"
+            };
+            let name = fields.name.clone();
+            sqlx::query(sql)
+                .bind(id)
+                .bind(&fields.name)
+                .bind(&fields.description)
+                .bind(&fields.project)
+                .bind(to_json(&fields.constraints)?)
+                .bind(now_ms())
+                .execute(&mut *conn)
+                .await
+                .map_err(on_unique(|| format!("a segment named `{name}` already exists")))?;
+            Ok(())
+        }
+
+        async fn segment_by_id(conn: &mut Conn, id: i64) -> StoreResult<Option<AdminSegment>> {
+            let row: Option<SegmentRow> = sqlx::query_as(
+                "select id, name, description, project, constraints, created_at from segments where id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            row.map(SegmentRow::into_domain).transpose()
+        }
+
+        async fn replace_dependencies(conn: &mut Conn, child: &str, deps: &[Dependency]) -> StoreResult<()> {
+            sqlx::query("delete from feature_dependencies where child = $1")
+                .bind(child)
+                .execute(&mut *conn)
+                .await?;
+            for dep in deps {
+                sqlx::query(
+                    "insert into feature_dependencies (child, parent, enabled, variants) values ($1, $2, $3, $4) \
+                     on conflict (child, parent) do update set enabled = excluded.enabled, variants = excluded.variants",
+                )
+                .bind(child)
+                .bind(&dep.feature)
+                .bind(dep.enabled)
+                .bind(dep.variants.as_ref().map(to_json).transpose()?)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(())
+        }
+
+        #[async_trait::async_trait]
+        impl Store for $store {
+            fn backend(&self) -> Backend {
+                $backend
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("select 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn revision(&self) -> StoreResult<i64> {
+                let (rev,): (i64,) = sqlx::query_as("select coalesce(max(id), 0) from audit_events")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(rev)
+            }
+
+            async fn list_environments(&self) -> StoreResult<Vec<Environment>> {
+                let rows: Vec<EnvironmentRow> =
+                    sqlx::query_as("select name, type, enabled, sort_order from environments order by sort_order, name")
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows.into_iter().map(EnvironmentRow::into_domain).collect())
+            }
+
+            async fn create_environment(&self, env: &NewEnvironment, actor: &Actor) -> StoreResult<Environment> {
+                let mut tx = self.pool.begin().await?;
+                let name = env.name.clone();
+                sqlx::query("insert into environments (name, type, enabled, sort_order, created_at) values ($1, $2, true, $3, $4)")
+                    .bind(&env.name)
+                    .bind(&env.environment_type)
+                    .bind(env.sort_order)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(on_unique(|| format!("environment `{name}` already exists")))?;
+                let created = Environment {
+                    name: env.name.clone(),
+                    environment_type: env.environment_type.clone(),
+                    enabled: true,
+                    sort_order: env.sort_order,
+                };
+                audit(&mut tx, "environment-created", actor, None, None, Some(&env.name), None, value(&created)).await?;
+                tx.commit().await?;
+                Ok(created)
+            }
+
+            async fn list_projects(&self) -> StoreResult<Vec<Project>> {
+                let rows: Vec<ProjectRow> =
+                    sqlx::query_as("select id, name, description, created_at from projects order by id")
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows.into_iter().map(ProjectRow::into_domain).collect())
+            }
+
+            async fn create_project(&self, project: &NewProject, actor: &Actor) -> StoreResult<Project> {
+                let mut tx = self.pool.begin().await?;
+                let created = Project {
+                    id: project.id.clone(),
+                    name: project.name.clone(),
+                    description: project.description.clone(),
+                    created_at: now_ms(),
+                };
+                let id = project.id.clone();
+                sqlx::query("insert into projects (id, name, description, created_at) values ($1, $2, $3, $4)")
+                    .bind(&created.id)
+                    .bind(&created.name)
+                    .bind(&created.description)
+                    .bind(created.created_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(on_unique(|| format!("project `{id}` already exists")))?;
+                audit(&mut tx, "project-created", actor, Some(&created.id), None, None, None, value(&created)).await?;
+                tx.commit().await?;
+                Ok(created)
+            }
+
+            async fn list_features(&self, project: &str) -> StoreResult<Vec<FeatureMeta>> {
+                let mut conn = self.pool.acquire().await?;
+                ensure_project(&mut conn, project).await?;
+                let rows: Vec<FeatureRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "select {FEATURE_COLUMNS} from features where project = $1 and archived_at is null order by name"
+                )))
+                .bind(project)
+                .fetch_all(&mut *conn)
+                .await?;
+                Ok(rows.into_iter().map(FeatureRow::into_domain).collect())
+            }
+
+            async fn get_feature(&self, project: &str, name: &str) -> StoreResult<Feature> {
+                let mut conn = self.pool.acquire().await?;
+                load_feature(&mut conn, project, name).await
+            }
+
+            async fn create_feature(&self, project: &str, fields: &FeatureFields, actor: &Actor) -> StoreResult<Feature> {
+                let mut tx = self.pool.begin().await?;
+                ensure_project(&mut tx, project).await?;
+                let name = fields.name.clone();
+                sqlx::query(
+                    "insert into features (name, project, description, type, impression_data, stale, archived_at, created_at) \
+                     values ($1, $2, $3, $4, $5, $6, null, $7)",
+                )
+                .bind(&fields.name)
+                .bind(project)
+                .bind(&fields.description)
+                .bind(&fields.feature_type)
+                .bind(fields.impression_data)
+                .bind(fields.stale)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(on_unique(|| format!("a feature named `{name}` already exists (possibly archived)")))?;
+                let feature = load_feature(&mut tx, project, &fields.name).await?;
+                audit(&mut tx, "feature-created", actor, Some(project), Some(&fields.name), None, None, value(&feature.meta)).await?;
+                tx.commit().await?;
+                Ok(feature)
+            }
+
+            async fn update_feature(&self, project: &str, fields: &FeatureFields, actor: &Actor) -> StoreResult<Feature> {
+                let mut tx = self.pool.begin().await?;
+                let before = feature_meta(&mut tx, project, &fields.name).await?;
+                sqlx::query("update features set description = $2, type = $3, impression_data = $4, stale = $5 where name = $1")
+                    .bind(&fields.name)
+                    .bind(&fields.description)
+                    .bind(&fields.feature_type)
+                    .bind(fields.impression_data)
+                    .bind(fields.stale)
+                    .execute(&mut *tx)
+                    .await?;
+                let feature = load_feature(&mut tx, project, &fields.name).await?;
+                audit(&mut tx, "feature-updated", actor, Some(project), Some(&fields.name), None, value(&before), value(&feature.meta)).await?;
+                tx.commit().await?;
+                Ok(feature)
+            }
+
+            async fn archive_feature(&self, project: &str, name: &str, actor: &Actor) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                let before = load_feature(&mut tx, project, name).await?;
+                let children: Vec<(String,)> = sqlx::query_as(
+                    "select d.child from feature_dependencies d join features f on f.name = d.child \
+                     where d.parent = $1 and f.archived_at is null",
+                )
+                .bind(name)
+                .fetch_all(&mut *tx)
+                .await?;
+                if let Some((child,)) = children.first() {
+                    return Err(StoreError::Conflict(format!(
+                        "feature `{name}` cannot be archived: `{child}` depends on it"
+                    )));
+                }
+                sqlx::query("update features set archived_at = $2 where name = $1")
+                    .bind(name)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+                audit(&mut tx, "feature-archived", actor, Some(project), Some(name), None, value(&before), None).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn set_feature_enabled(
+                &self,
+                project: &str,
+                name: &str,
+                environment: &str,
+                enabled: bool,
+                actor: &Actor,
+            ) -> StoreResult<Feature> {
+                let mut tx = self.pool.begin().await?;
+                feature_meta(&mut tx, project, name).await?;
+                ensure_environment(&mut tx, environment).await?;
+                let before: Option<(bool,)> = sqlx::query_as(
+                    "select enabled from feature_environments where feature = $1 and environment = $2",
+                )
+                .bind(name)
+                .bind(environment)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let was = before.map(|(e,)| e).unwrap_or(false);
+                upsert_feature_environment(&mut tx, name, environment, Some(enabled), None).await?;
+                if was != enabled {
+                    let kind = if enabled { "feature-environment-enabled" } else { "feature-environment-disabled" };
+                    audit(
+                        &mut tx, kind, actor, Some(project), Some(name), Some(environment),
+                        Some(serde_json::json!({ "enabled": was })),
+                        Some(serde_json::json!({ "enabled": enabled })),
+                    )
+                    .await?;
+                }
+                let feature = load_feature(&mut tx, project, name).await?;
+                tx.commit().await?;
+                Ok(feature)
+            }
+
+            async fn list_strategies(&self, project: &str, name: &str, environment: &str) -> StoreResult<Vec<Strategy>> {
+                let mut conn = self.pool.acquire().await?;
+                feature_meta(&mut conn, project, name).await?;
+                ensure_environment(&mut conn, environment).await?;
+                strategies_of(&mut conn, name, environment).await
+            }
+
+            async fn add_strategy(
+                &self,
+                project: &str,
+                name: &str,
+                environment: &str,
+                strategy: &Strategy,
+                actor: &Actor,
+            ) -> StoreResult<Strategy> {
+                let mut tx = self.pool.begin().await?;
+                feature_meta(&mut tx, project, name).await?;
+                ensure_environment(&mut tx, environment).await?;
+                ensure_segments_exist(&mut tx, strategy).await?;
+                upsert_feature_environment(&mut tx, name, environment, None, None).await?;
+                let sort_order = match strategy.sort_order {
+                    Some(s) => s,
+                    None => {
+                        let (max,): (i64,) = sqlx::query_as(
+                            "select coalesce(max(sort_order), -1) from feature_strategies where feature = $1 and environment = $2",
+                        )
+                        .bind(name)
+                        .bind(environment)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        max + 1
+                    }
+                };
+                let created = insert_strategy(&mut tx, name, environment, strategy, sort_order).await?;
+                audit(&mut tx, "feature-strategy-added", actor, Some(project), Some(name), Some(environment), None, value(&created)).await?;
+                tx.commit().await?;
+                Ok(created)
+            }
+
+            async fn update_strategy(
+                &self,
+                project: &str,
+                name: &str,
+                environment: &str,
+                strategy: &Strategy,
+                actor: &Actor,
+            ) -> StoreResult<Strategy> {
+                let id = strategy.id.clone().unwrap_or_default();
+                let mut tx = self.pool.begin().await?;
+                feature_meta(&mut tx, project, name).await?;
+                ensure_environment(&mut tx, environment).await?;
+                let before = strategy_by_id(&mut tx, name, environment, &id).await?;
+                ensure_segments_exist(&mut tx, strategy).await?;
+                let sort_order = strategy.sort_order.or(before.sort_order).unwrap_or(0);
+                sqlx::query(
+                    "update feature_strategies set name = $2, title = $3, disabled = $4, sort_order = $5, \
+                     parameters = $6, constraints = $7, segments = $8, variants = $9 where id = $1",
+                )
+                .bind(&id)
+                .bind(&strategy.name)
+                .bind(&strategy.title)
+                .bind(strategy.disabled)
+                .bind(sort_order)
+                .bind(to_json(&strategy.parameters)?)
+                .bind(to_json(&strategy.constraints)?)
+                .bind(strategy.segments.as_ref().map(to_json).transpose()?)
+                .bind(strategy.variants.as_ref().map(to_json).transpose()?)
+                .execute(&mut *tx)
+                .await?;
+                let after = strategy_by_id(&mut tx, name, environment, &id).await?;
+                audit(&mut tx, "feature-strategy-updated", actor, Some(project), Some(name), Some(environment), value(&before), value(&after)).await?;
+                tx.commit().await?;
+                Ok(after)
+            }
+
+            async fn delete_strategy(
+                &self,
+                project: &str,
+                name: &str,
+                environment: &str,
+                strategy_id: &str,
+                actor: &Actor,
+            ) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                feature_meta(&mut tx, project, name).await?;
+                ensure_environment(&mut tx, environment).await?;
+                let before = strategy_by_id(&mut tx, name, environment, strategy_id).await?;
+                sqlx::query("delete from feature_strategies where id = $1")
+                    .bind(strategy_id)
+                    .execute(&mut *tx)
+                    .await?;
+                audit(&mut tx, "feature-strategy-removed", actor, Some(project), Some(name), Some(environment), value(&before), None).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn set_variants(
+                &self,
+                project: &str,
+                name: &str,
+                environment: &str,
+                variants: &[Variant],
+                actor: &Actor,
+            ) -> StoreResult<Vec<Variant>> {
+                let mut tx = self.pool.begin().await?;
+                feature_meta(&mut tx, project, name).await?;
+                ensure_environment(&mut tx, environment).await?;
+                let before: Option<(Option<String>,)> = sqlx::query_as(
+                    "select variants from feature_environments where feature = $1 and environment = $2",
+                )
+                .bind(name)
+                .bind(environment)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let before: Option<Vec<Variant>> = opt_from_json(before.and_then(|(v,)| v))?;
+                upsert_feature_environment(&mut tx, name, environment, None, Some(Some(to_json(&variants)?))).await?;
+                audit(&mut tx, "feature-variants-updated", actor, Some(project), Some(name), Some(environment), value(&before), value(&variants)).await?;
+                tx.commit().await?;
+                Ok(variants.to_vec())
+            }
+
+            async fn set_dependencies(
+                &self,
+                project: &str,
+                name: &str,
+                dependencies: &[Dependency],
+                actor: &Actor,
+            ) -> StoreResult<Vec<Dependency>> {
+                let mut tx = self.pool.begin().await?;
+                let before = load_feature(&mut tx, project, name).await?.dependencies;
+                if !dependencies.is_empty() {
+                    let (children,): (i64,) = sqlx::query_as(
+                        "select count(*) from feature_dependencies where parent = $1",
+                    )
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if children > 0 {
+                        return Err(StoreError::Invalid {
+                            path: "$".into(),
+                            message: format!("`{name}` is a parent of other features, so it cannot depend on one (one level only)"),
+                        });
+                    }
+                }
+                for (i, dep) in dependencies.iter().enumerate() {
+                    let path = format!("[{i}].feature");
+                    if dep.feature == name {
+                        return Err(StoreError::Invalid { path, message: "a feature cannot depend on itself".into() });
+                    }
+                    let parent: Option<(String,)> = sqlx::query_as(
+                        "select name from features where name = $1 and archived_at is null",
+                    )
+                    .bind(&dep.feature)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if parent.is_none() {
+                        return Err(StoreError::Invalid { path, message: format!("feature `{}` does not exist", dep.feature) });
+                    }
+                    let (grand,): (i64,) = sqlx::query_as("select count(*) from feature_dependencies where child = $1")
+                        .bind(&dep.feature)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if grand > 0 {
+                        return Err(StoreError::Invalid {
+                            path,
+                            message: format!("`{}` depends on another feature itself (one level only)", dep.feature),
+                        });
+                    }
+                }
+                replace_dependencies(&mut tx, name, dependencies).await?;
+                audit(&mut tx, "feature-dependencies-updated", actor, Some(project), Some(name), None, value(&before), value(&dependencies)).await?;
+                tx.commit().await?;
+                Ok(dependencies.to_vec())
+            }
+
+            async fn list_segments(&self) -> StoreResult<Vec<AdminSegment>> {
+                let rows: Vec<SegmentRow> = sqlx::query_as(
+                    "select id, name, description, project, constraints, created_at from segments order by id",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(SegmentRow::into_domain).collect()
+            }
+
+            async fn create_segment(&self, fields: &SegmentFields, actor: &Actor) -> StoreResult<AdminSegment> {
+                let mut tx = self.pool.begin().await?;
+                if let Some(project) = &fields.project {
+                    ensure_project(&mut tx, project).await?;
+                }
+                let (next,): (i64,) = sqlx::query_as("select coalesce(max(id), 0) + 1 from segments")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                write_segment(&mut tx, next, fields, true).await?;
+                let created = segment_by_id(&mut tx, next)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("segment {next} not found")))?;
+                audit(&mut tx, "segment-created", actor, fields.project.as_deref(), None, None, None, value(&created)).await?;
+                tx.commit().await?;
+                Ok(created)
+            }
+
+            async fn update_segment(&self, id: i64, fields: &SegmentFields, actor: &Actor) -> StoreResult<AdminSegment> {
+                let mut tx = self.pool.begin().await?;
+                let before = segment_by_id(&mut tx, id)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("segment {id} not found")))?;
+                if let Some(project) = &fields.project {
+                    ensure_project(&mut tx, project).await?;
+                }
+                write_segment(&mut tx, id, fields, false).await?;
+                let after = segment_by_id(&mut tx, id)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("segment {id} not found")))?;
+                audit(&mut tx, "segment-updated", actor, fields.project.as_deref(), None, None, value(&before), value(&after)).await?;
+                tx.commit().await?;
+                Ok(after)
+            }
+
+            async fn delete_segment(&self, id: i64, actor: &Actor) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                let before = segment_by_id(&mut tx, id)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("segment {id} not found")))?;
+                let used: Vec<(String, Option<String>)> =
+                    sqlx::query_as("select feature, segments from feature_strategies where segments is not null")
+                        .fetch_all(&mut *tx)
+                        .await?;
+                for (feature, segments) in used {
+                    let ids: Option<Vec<i64>> = opt_from_json(segments)?;
+                    if ids.unwrap_or_default().contains(&id) {
+                        return Err(StoreError::Conflict(format!(
+                            "segment {id} is used by a strategy of feature `{feature}`"
+                        )));
+                    }
+                }
+                sqlx::query("delete from segments where id = $1").bind(id).execute(&mut *tx).await?;
+                audit(&mut tx, "segment-deleted", actor, before.project.as_deref(), None, None, value(&before), None).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_tokens(&self) -> StoreResult<Vec<StoredToken>> {
+                let rows: Vec<TokenRow> = sqlx::query_as(
+                    "select id, name, kind, environment, projects, secret_hash, created_at from api_tokens order by id",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(TokenRow::into_domain).collect()
+            }
+
+            async fn create_token(
+                &self,
+                name: &str,
+                scope: &TokenScope,
+                secret_hash: &str,
+                actor: &Actor,
+            ) -> StoreResult<Option<StoredToken>> {
+                let mut tx = self.pool.begin().await?;
+                let exists: Option<(i64,)> = sqlx::query_as("select id from api_tokens where secret_hash = $1")
+                    .bind(secret_hash)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if exists.is_some() {
+                    return Ok(None);
+                }
+                let row: TokenRow = sqlx::query_as(
+                    "insert into api_tokens (name, kind, environment, projects, secret_hash, created_at) \
+                     values ($1, $2, $3, $4, $5, $6) \
+                     returning id, name, kind, environment, projects, secret_hash, created_at",
+                )
+                .bind(name)
+                .bind(scope.kind.as_str())
+                .bind(&scope.environment)
+                .bind(to_json(&scope.projects)?)
+                .bind(secret_hash)
+                .bind(now_ms())
+                .fetch_one(&mut *tx)
+                .await?;
+                let token = row.into_domain()?;
+                audit(&mut tx, "api-token-created", actor, None, None, None, None, value(&token)).await?;
+                tx.commit().await?;
+                Ok(Some(token))
+            }
+
+            async fn delete_token(&self, id: i64, actor: &Actor) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                let row: Option<TokenRow> = sqlx::query_as(
+                    "select id, name, kind, environment, projects, secret_hash, created_at from api_tokens where id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let token = row
+                    .ok_or_else(|| StoreError::NotFound(format!("api token {id} not found")))?
+                    .into_domain()?;
+                sqlx::query("delete from api_tokens where id = $1").bind(id).execute(&mut *tx).await?;
+                audit(&mut tx, "api-token-deleted", actor, None, None, None, value(&token), None).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn import_state(
+                &self,
+                environment: &str,
+                state: &ClientFeatures,
+                actor: &Actor,
+            ) -> StoreResult<ImportSummary> {
+                let mut tx = self.pool.begin().await?;
+                ensure_environment(&mut tx, environment).await?;
+                let segments = state.segments.as_deref().unwrap_or_default();
+                for segment in segments {
+                    let fields = SegmentFields {
+                        name: segment.name.clone().unwrap_or_else(|| format!("segment-{}", segment.id)),
+                        description: None,
+                        project: None,
+                        constraints: segment.constraints.clone(),
+                    };
+                    let exists = segment_by_id(&mut tx, segment.id).await?.is_some();
+                    write_segment(&mut tx, segment.id, &fields, !exists).await?;
+                }
+                for feature in &state.features {
+                    let project = feature.project.as_deref().unwrap_or("default");
+                    sqlx::query("insert into projects (id, name, description, created_at) values ($1, $1, null, $2) on conflict (id) do nothing")
+                        .bind(project)
+                        .bind(now_ms())
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "insert into features (name, project, description, type, impression_data, stale, archived_at, created_at) \
+                         values ($1, $2, $3, $4, $5, $6, null, $7) \
+                         on conflict (name) do update set project = excluded.project, description = excluded.description, \
+                         type = excluded.type, impression_data = excluded.impression_data, stale = excluded.stale, archived_at = null",
+                    )
+                    .bind(&feature.name)
+                    .bind(project)
+                    .bind(&feature.description)
+                    .bind(feature.feature_type.as_deref().unwrap_or("release"))
+                    .bind(feature.impression_data.unwrap_or(false))
+                    .bind(feature.stale.unwrap_or(false))
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+                    let variants = feature.variants.as_ref().map(to_json).transpose()?;
+                    upsert_feature_environment(&mut tx, &feature.name, environment, Some(feature.enabled), Some(variants)).await?;
+                    sqlx::query("delete from feature_strategies where feature = $1 and environment = $2")
+                        .bind(&feature.name)
+                        .bind(environment)
+                        .execute(&mut *tx)
+                        .await?;
+                    for (i, strategy) in feature.strategies.iter().enumerate() {
+                        let order = strategy.sort_order.unwrap_or(i as i64);
+                        insert_strategy(&mut tx, &feature.name, environment, strategy, order).await?;
+                    }
+                    replace_dependencies(&mut tx, &feature.name, feature.dependencies.as_deref().unwrap_or_default()).await?;
+                }
+                let summary = ImportSummary { features: state.features.len(), segments: segments.len() };
+                let names: Vec<&str> = state.features.iter().map(|f| f.name.as_str()).collect();
+                audit(
+                    &mut tx, "state-imported", actor, None, None, Some(environment), None,
+                    Some(serde_json::json!({ "features": names, "segments": summary.segments })),
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(summary)
+            }
+
+            async fn client_features(&self, environment: &str) -> StoreResult<ClientFeatures> {
+                let mut conn = self.pool.acquire().await?;
+                ensure_environment(&mut conn, environment).await?;
+                let features: Vec<FeatureRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "select {FEATURE_COLUMNS} from features where archived_at is null order by name"
+                )))
+                .fetch_all(&mut *conn)
+                .await?;
+                let states: Vec<FeatureEnvRow> = sqlx::query_as(
+                    "select feature, environment, enabled, variants from feature_environments where environment = $1",
+                )
+                .bind(environment)
+                .fetch_all(&mut *conn)
+                .await?;
+                let strategies: Vec<StrategyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "select {STRATEGY_COLUMNS} from feature_strategies where environment = $1 \
+                     order by feature, sort_order, created_at, id"
+                )))
+                .bind(environment)
+                .fetch_all(&mut *conn)
+                .await?;
+                let deps: Vec<DependencyRow> = sqlx::query_as(
+                    "select child, parent, enabled, variants from feature_dependencies order by child, parent",
+                )
+                .fetch_all(&mut *conn)
+                .await?;
+                let segments: Vec<SegmentRow> = sqlx::query_as(
+                    "select id, name, description, project, constraints, created_at from segments order by id",
+                )
+                .fetch_all(&mut *conn)
+                .await?;
+
+                let mut states: std::collections::HashMap<String, FeatureEnvRow> =
+                    states.into_iter().map(|s| (s.feature.clone(), s)).collect();
+                let mut by_feature: std::collections::HashMap<String, Vec<Strategy>> = Default::default();
+                for row in strategies {
+                    let feature = row.feature.clone();
+                    let mut strategy = row.into_domain()?;
+                    strategy.id = None;
+                    strategy.sort_order = None;
+                    by_feature.entry(feature).or_default().push(strategy);
+                }
+                let mut deps_by_child: std::collections::HashMap<String, Vec<Dependency>> = Default::default();
+                for row in deps {
+                    let child = row.child.clone();
+                    deps_by_child.entry(child).or_default().push(row.into_domain()?);
+                }
+                let mut out = Vec::with_capacity(features.len());
+                for row in features {
+                    let state = states.remove(&row.name);
+                    out.push(ClientFeature {
+                        strategies: by_feature.remove(&row.name).unwrap_or_default(),
+                        dependencies: deps_by_child.remove(&row.name),
+                        enabled: state.as_ref().map(|s| s.enabled).unwrap_or(false),
+                        variants: match state {
+                            Some(s) => opt_from_json(s.variants)?,
+                            None => None,
+                        },
+                        feature_type: Some(row.feature_type),
+                        description: row.description,
+                        project: Some(row.project),
+                        stale: Some(row.stale),
+                        impression_data: Some(row.impression_data),
+                        name: row.name,
+                    });
+                }
+                let segments = segments
+                    .into_iter()
+                    .map(|s| {
+                        Ok(Segment { id: s.id, name: Some(s.name), constraints: from_json(&s.constraints)? })
+                    })
+                    .collect::<StoreResult<Vec<_>>>()?;
+                Ok(ClientFeatures { version: 2, features: out, segments: Some(segments) })
+            }
+
+            async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+                let rows: Vec<AuditRow> = sqlx::query_as(
+                    "select id, kind, created_by, created_at, project, feature, environment, pre_data, data \
+                     from audit_events \
+                     where ($1 or feature = $2) and ($3 or project = $4) and created_at >= $5 \
+                     order by id desc limit $6",
+                )
+                .bind(query.feature.is_none())
+                .bind(query.feature.as_deref().unwrap_or(""))
+                .bind(query.project.is_none())
+                .bind(query.project.as_deref().unwrap_or(""))
+                .bind(query.since.unwrap_or(0))
+                .bind(query.limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(AuditRow::into_domain).collect()
+            }
+        }
+    };
+}
+
+pub(super) use impl_store;
