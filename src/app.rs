@@ -48,10 +48,11 @@ impl Application {
             settings,
         });
         let app_state = state.clone();
-        let server = HttpServer::new(move || build_app(app_state.clone()))
-            .listen(listener)?
-            .shutdown_timeout(10)
-            .run();
+        let mut server = HttpServer::new(move || build_app(app_state.clone()));
+        if let Some(workers) = state.settings.workers {
+            server = server.workers(workers.max(1));
+        }
+        let server = server.listen(listener)?.shutdown_timeout(10).run();
         Ok(Application {
             port,
             server,

@@ -64,6 +64,9 @@ pub struct SettingsArgs {
     /// Database connection pool size [default: 10 for PostgreSQL, 4 for SQLite].
     #[arg(long, env = "FUSEBOX_DB_POOL_SIZE", global = true)]
     pub db_pool_size: Option<u32>,
+    /// HTTP worker threads [default: one per CPU core].
+    #[arg(long, env = "FUSEBOX_WORKERS", global = true)]
+    pub workers: Option<usize>,
 }
 
 /// The TOML file's shape: the same keys as the flags.
@@ -78,6 +81,7 @@ struct FileSettings {
     log_format: Option<String>,
     max_body_bytes: Option<usize>,
     db_pool_size: Option<u32>,
+    workers: Option<usize>,
 }
 
 /// Log output format.
@@ -101,6 +105,8 @@ pub struct Settings {
     pub db_pool_size: Option<u32>,
     /// Print a generated admin token when no admin token exists (the CLI sets this).
     pub bootstrap_admin_token: bool,
+    /// HTTP worker threads [default: one per core].
+    pub workers: Option<usize>,
 }
 
 impl Default for Settings {
@@ -115,6 +121,7 @@ impl Default for Settings {
             max_body_bytes: 10 * 1024 * 1024,
             db_pool_size: None,
             bootstrap_admin_token: false,
+            workers: None,
         }
     }
 }
@@ -162,6 +169,7 @@ impl Settings {
                 .unwrap_or(defaults.max_body_bytes),
             db_pool_size: args.db_pool_size.or(file.db_pool_size),
             bootstrap_admin_token: true,
+            workers: args.workers.or(file.workers),
         })
     }
 }

@@ -56,6 +56,7 @@ create table feature_dependencies (
     parent text not null,
     enabled boolean,
     variants text,
+    position bigint not null default 0,
     primary key (child, parent)
 );
 

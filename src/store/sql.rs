@@ -352,7 +352,7 @@ macro_rules! impl_store {
                 });
             }
             let deps: Vec<DependencyRow> = sqlx::query_as(
-                "select child, parent, enabled, variants from feature_dependencies where child = $1 order by parent",
+                "select child, parent, enabled, variants from feature_dependencies where child = $1 order by position, parent",
             )
             .bind(name)
             .fetch_all(&mut *conn)
@@ -496,15 +496,17 @@ macro_rules! impl_store {
                 .bind(child)
                 .execute(&mut *conn)
                 .await?;
-            for dep in deps {
+            for (position, dep) in deps.iter().enumerate() {
                 sqlx::query(
-                    "insert into feature_dependencies (child, parent, enabled, variants) values ($1, $2, $3, $4) \
-                     on conflict (child, parent) do update set enabled = excluded.enabled, variants = excluded.variants",
+                    "insert into feature_dependencies (child, parent, enabled, variants, position) values ($1, $2, $3, $4, $5) \
+                     on conflict (child, parent) do update set enabled = excluded.enabled, variants = excluded.variants, \
+                     position = excluded.position",
                 )
                 .bind(child)
                 .bind(&dep.feature)
                 .bind(dep.enabled)
                 .bind(dep.variants.as_ref().map(to_json).transpose()?)
+                .bind(position as i64)
                 .execute(&mut *conn)
                 .await?;
             }
@@ -1094,7 +1096,7 @@ macro_rules! impl_store {
                 .fetch_all(&mut *conn)
                 .await?;
                 let deps: Vec<DependencyRow> = sqlx::query_as(
-                    "select child, parent, enabled, variants from feature_dependencies order by child, parent",
+                    "select child, parent, enabled, variants from feature_dependencies order by child, position, parent",
                 )
                 .fetch_all(&mut *conn)
                 .await?;

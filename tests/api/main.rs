@@ -1,0 +1,10 @@
+//! One integration-test binary (one link step): every module starts real servers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod admin;
+mod auth;
+mod health;
+mod openapi;
+mod state;
