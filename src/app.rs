@@ -5,7 +5,8 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::{dev::Server, web, App, HttpServer};
+use actix_web::dev::{Server, Service};
+use actix_web::{http::Method, web, App, HttpServer};
 use utoipa_actix_web::AppExt;
 
 use crate::api;
@@ -14,14 +15,20 @@ use crate::config::Settings;
 use crate::domain::tokens::{
     generate_secret, hash_secret, parse_init_token, TokenKind, TokenScope,
 };
+use crate::snapshot::SnapshotCache;
 use crate::store::{self, Actor, Store};
 
 /// Shared by every request handler.
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub tokens: Arc<TokenRegistry>,
+    pub snapshots: Arc<SnapshotCache>,
     pub settings: Settings,
 }
+
+/// How often each replica re-reads the flag revision, so a change made through
+/// another replica is served within this long.
+const REVISION_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A built, bound, not yet running server.
 pub struct Application {
@@ -38,6 +45,8 @@ impl Application {
         let generated_admin_token = bootstrap_tokens(store.as_ref(), &settings).await?;
         let tokens = TokenRegistry::load(store.clone()).await?;
         tokio::spawn(tokens.clone().run_reloader());
+        let snapshots = SnapshotCache::new(store.clone()).await?;
+        tokio::spawn(snapshots.clone().run_poller(REVISION_POLL));
 
         let listener = TcpListener::bind(&settings.addr)
             .map_err(|e| anyhow::anyhow!("binding {}: {e}", settings.addr))?;
@@ -45,6 +54,7 @@ impl Application {
         let state = web::Data::new(AppState {
             store,
             tokens,
+            snapshots,
             settings,
         });
         let app_state = state.clone();
@@ -103,8 +113,27 @@ pub fn build_app(
         .configure(api::configure)
         .openapi_service(api::openapi::serve)
         .map(|app| {
-            app.wrap(tracing_actix_web::TracingLogger::default())
-                .default_service(web::to(api::not_found))
+            app.wrap_fn(|req, srv| {
+                // A successful admin write changes the revision: re-read it now so this
+                // replica's next poll sees the change (others see it via the poller).
+                let write = !matches!(*req.method(), Method::GET | Method::HEAD)
+                    && req.path().starts_with("/api/admin");
+                let state = req.app_data::<web::Data<AppState>>().cloned();
+                let response = srv.call(req);
+                async move {
+                    let response = response.await?;
+                    if write && response.status().is_success() {
+                        if let Some(state) = state {
+                            if let Err(e) = state.snapshots.refresh().await {
+                                tracing::warn!(error = %e, "refreshing the flag revision failed");
+                            }
+                        }
+                    }
+                    Ok(response)
+                }
+            })
+            .wrap(tracing_actix_web::TracingLogger::default())
+            .default_service(web::to(api::not_found))
         })
         .into_app()
 }

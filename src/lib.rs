@@ -6,5 +6,6 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod snapshot;
 pub mod store;
 pub mod telemetry;

@@ -2,6 +2,7 @@
 //! Handlers extract, call the store/domain, and map; they hold no SQL.
 
 pub mod admin;
+pub mod client;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -17,6 +18,7 @@ use error::{ApiError, Code};
 pub fn configure(cfg: &mut ServiceConfig) {
     health::configure(cfg);
     admin::configure(cfg);
+    client::configure(cfg);
 }
 
 /// The JSON 404 for unknown paths.

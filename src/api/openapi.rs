@@ -20,6 +20,7 @@ use utoipa_swagger_ui::SwaggerUi;
     tags(
         (name = "health", description = "Liveness and readiness"),
         (name = "admin", description = "Projects, environments, features, strategies, segments, tokens, audit"),
+        (name = "client", description = "Unleash client API for server-side SDKs (client tokens)"),
     )
 )]
 struct ApiDoc;

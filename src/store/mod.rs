@@ -110,6 +110,37 @@ pub struct ImportSummary {
     pub segments: usize,
 }
 
+/// An SDK instance's registration.
+#[derive(Debug, Clone)]
+pub struct ClientRegistration {
+    pub app_name: String,
+    pub instance_id: String,
+    pub sdk_version: Option<String>,
+    pub strategies: Vec<String>,
+    pub started_at: Option<i64>,
+    pub interval_ms: Option<i64>,
+}
+
+/// One feature's counts in one SDK metrics bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureCounts {
+    pub feature: String,
+    pub yes: i64,
+    pub no: i64,
+    pub variants: Vec<(String, i64)>,
+}
+
+/// A feature's SDK evaluation counts in one hour.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HourlyMetrics {
+    /// Start of the hour, ms since the epoch.
+    pub hour_start: i64,
+    pub yes: i64,
+    pub no: i64,
+    pub variants: std::collections::BTreeMap<String, i64>,
+}
+
 /// The persistence interface, one method per use case.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -235,6 +266,27 @@ pub trait Store: Send + Sync + 'static {
     async fn client_features(&self, environment: &str) -> StoreResult<ClientFeatures>;
 
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+
+    /// Records (upserts) an SDK instance seen in `environment`.
+    async fn register_client(
+        &self,
+        environment: &str,
+        registration: &ClientRegistration,
+    ) -> StoreResult<()>;
+    /// Adds SDK counts to the hour that contains `at` (ms).
+    async fn record_client_metrics(
+        &self,
+        environment: &str,
+        at: i64,
+        counts: &[FeatureCounts],
+    ) -> StoreResult<()>;
+    /// Hourly counts of a feature in an environment since `since` (ms), oldest first.
+    async fn feature_metrics(
+        &self,
+        feature: &str,
+        environment: &str,
+        since: i64,
+    ) -> StoreResult<Vec<HourlyMetrics>>;
 }
 
 /// Opens the store named by a `DATABASE_URL` and runs its migrations.

@@ -1149,6 +1149,94 @@ macro_rules! impl_store {
                 Ok(ClientFeatures { version: 2, features: out, segments: Some(segments) })
             }
 
+            async fn register_client(&self, environment: &str, r: &ClientRegistration) -> StoreResult<()> {
+                sqlx::query(
+                    "insert into client_applications (app_name, instance_id, environment, sdk_version, strategies, \
+                     started_at, interval_ms, last_seen) values ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     on conflict (app_name, instance_id, environment) do update set sdk_version = excluded.sdk_version, \
+                     strategies = excluded.strategies, started_at = excluded.started_at, \
+                     interval_ms = excluded.interval_ms, last_seen = excluded.last_seen",
+                )
+                .bind(&r.app_name)
+                .bind(&r.instance_id)
+                .bind(environment)
+                .bind(&r.sdk_version)
+                .bind(to_json(&r.strategies)?)
+                .bind(r.started_at)
+                .bind(r.interval_ms)
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn record_client_metrics(&self, environment: &str, at: i64, counts: &[FeatureCounts]) -> StoreResult<()> {
+                const HOUR: i64 = 3_600_000;
+                let hour = at.div_euclid(HOUR) * HOUR;
+                let mut tx = self.pool.begin().await?;
+                for c in counts {
+                    sqlx::query(
+                        "insert into client_metrics_hourly (feature, environment, hour_start, yes, no) values ($1, $2, $3, $4, $5) \
+                         on conflict (feature, environment, hour_start) do update set \
+                         yes = client_metrics_hourly.yes + excluded.yes, no = client_metrics_hourly.no + excluded.no",
+                    )
+                    .bind(&c.feature)
+                    .bind(environment)
+                    .bind(hour)
+                    .bind(c.yes)
+                    .bind(c.no)
+                    .execute(&mut *tx)
+                    .await?;
+                    for (variant, count) in &c.variants {
+                        sqlx::query(
+                            "insert into client_metrics_variants_hourly (feature, environment, hour_start, variant, count) \
+                             values ($1, $2, $3, $4, $5) on conflict (feature, environment, hour_start, variant) \
+                             do update set count = client_metrics_variants_hourly.count + excluded.count",
+                        )
+                        .bind(&c.feature)
+                        .bind(environment)
+                        .bind(hour)
+                        .bind(variant)
+                        .bind(*count)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn feature_metrics(&self, feature: &str, environment: &str, since: i64) -> StoreResult<Vec<HourlyMetrics>> {
+                let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+                    "select hour_start, yes, no from client_metrics_hourly \
+                     where feature = $1 and environment = $2 and hour_start >= $3 order by hour_start",
+                )
+                .bind(feature)
+                .bind(environment)
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?;
+                let variants: Vec<(i64, String, i64)> = sqlx::query_as(
+                    "select hour_start, variant, count from client_metrics_variants_hourly \
+                     where feature = $1 and environment = $2 and hour_start >= $3 order by hour_start, variant",
+                )
+                .bind(feature)
+                .bind(environment)
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut out: Vec<HourlyMetrics> = rows
+                    .into_iter()
+                    .map(|(hour_start, yes, no)| HourlyMetrics { hour_start, yes, no, variants: Default::default() })
+                    .collect();
+                for (hour, variant, count) in variants {
+                    if let Some(m) = out.iter_mut().find(|m| m.hour_start == hour) {
+                        m.variants.insert(variant, count);
+                    }
+                }
+                Ok(out)
+            }
+
             async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
                 let rows: Vec<AuditRow> = sqlx::query_as(
                     "select id, kind, created_by, created_at, project, feature, environment, pre_data, data \

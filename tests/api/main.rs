@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin;
 mod auth;
+mod client;
 mod health;
 mod openapi;
 mod state;

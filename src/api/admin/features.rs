@@ -29,7 +29,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(update_strategy)
         .service(delete_strategy)
         .service(set_variants)
-        .service(set_dependencies);
+        .service(set_dependencies)
+        .service(feature_metrics);
 }
 
 const FEATURE_TYPES: &[&str] = &[
@@ -494,4 +495,65 @@ async fn set_dependencies(
         .set_dependencies(&project, &name, &body, &auth.0.actor())
         .await?;
     Ok(HttpResponse::Ok().json(DependenciesResponse { dependencies }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsQuery {
+    /// Environment whose SDK counts to read.
+    pub environment: String,
+    /// How many hours back (1-720, default 24).
+    pub hours: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeatureMetricsResponse {
+    pub feature: String,
+    pub environment: String,
+    pub buckets: Vec<crate::store::HourlyMetrics>,
+}
+
+/// SDK evaluation counts (yes/no/variants) per hour, from `/api/client/metrics`.
+#[utoipa::path(tag = "admin", params(("project" = String, Path), ("name" = String, Path), MetricsQuery),
+    responses((status = 200, body = FeatureMetricsResponse), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+#[get("/api/admin/projects/{project}/features/{name}/metrics")]
+async fn feature_metrics(
+    state: web::Data<AppState>,
+    auth: AdminToken,
+    path: web::Path<(String, String)>,
+    query: web::Query<MetricsQuery>,
+) -> ApiResult<HttpResponse> {
+    let (project, name) = path.into_inner();
+    auth.0.require_project(&project)?;
+    let hours = query.hours.unwrap_or(24);
+    if !(1..=720).contains(&hours) {
+        return Err(ApiError::invalid("hours", "must be between 1 and 720"));
+    }
+    state.store.get_feature(&project, &name).await?;
+    if !state
+        .store
+        .list_environments()
+        .await?
+        .iter()
+        .any(|e| e.name == query.environment)
+    {
+        return Err(ApiError::not_found(format!(
+            "environment `{}` not found",
+            query.environment
+        )));
+    }
+    const HOUR: i64 = 3_600_000;
+    let now = crate::store::now_ms();
+    let since = (now.div_euclid(HOUR) - hours + 1) * HOUR;
+    let buckets = state
+        .store
+        .feature_metrics(&name, &query.environment, since)
+        .await?;
+    Ok(HttpResponse::Ok().json(FeatureMetricsResponse {
+        feature: name,
+        environment: query.environment.clone(),
+        buckets,
+    }))
 }
