@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::domain::model::{ClientFeature, ClientFeatures, Segment};
-use crate::store::{Store, StoreResult};
+use crate::store::{Store, StoreResult, Tag};
 
 /// One environment's features as SDKs see them (disabled strategies dropped).
 pub struct EnvSnapshot {
@@ -24,6 +24,8 @@ pub struct EnvSnapshot {
     pub environment: String,
     pub features: Vec<ClientFeature>,
     pub segments: Vec<Segment>,
+    /// Tags by feature name, for the `tag` filter (tags are not sent to SDKs).
+    pub tags: HashMap<String, Vec<Tag>>,
 }
 
 /// A cached response body with its strong ETag.
@@ -39,6 +41,8 @@ pub struct FeaturesQuery {
     /// `None` = every project.
     pub projects: Option<BTreeSet<String>>,
     pub name_prefix: Option<String>,
+    /// Features having any of these tags; `None` = no tag filter.
+    pub tags: Option<BTreeSet<Tag>>,
     pub inline_segments: bool,
 }
 
@@ -107,6 +111,10 @@ impl SnapshotCache {
         let ClientFeatures {
             features, segments, ..
         } = self.store.client_features(environment).await?;
+        let mut tags: HashMap<String, Vec<Tag>> = HashMap::new();
+        for (feature, tag) in self.store.all_tags().await? {
+            tags.entry(feature).or_default().push(tag);
+        }
         let features = features
             .into_iter()
             .map(|mut f| {
@@ -122,6 +130,7 @@ impl SnapshotCache {
             environment: environment.to_string(),
             features,
             segments: segments.unwrap_or_default(),
+            tags,
         });
         // Only keep it if no change happened while building.
         if self.revision() == revision {
@@ -173,6 +182,8 @@ struct QueryEcho<'a> {
     project: Option<Vec<&'a str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name_prefix: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tag: Option<Vec<[&'a str; 2]>>,
 }
 
 #[derive(Serialize)]
@@ -201,6 +212,13 @@ fn render_client_features(
                 .name_prefix
                 .as_ref()
                 .is_none_or(|prefix| f.name.starts_with(prefix.as_str()))
+        })
+        .filter(|f| match &query.tags {
+            None => true,
+            Some(wanted) => snapshot
+                .tags
+                .get(&f.name)
+                .is_some_and(|have| have.iter().any(|t| wanted.contains(t))),
         })
         .cloned()
         .collect();
@@ -252,6 +270,11 @@ fn render_client_features(
             inline_segment_constraints: query.inline_segments,
             project: projects,
             name_prefix: query.name_prefix.as_deref(),
+            tag: query.tags.as_ref().map(|tags| {
+                tags.iter()
+                    .map(|t| [t.tag_type.as_str(), t.value.as_str()])
+                    .collect()
+            }),
         },
         meta: Meta {
             revision_id: snapshot.revision,

@@ -14,7 +14,7 @@ use super::extract::{Caller, ClientToken, Json};
 use crate::app::AppState;
 use crate::domain::model::ClientFeatures;
 use crate::snapshot::FeaturesQuery;
-use crate::store::{ClientRegistration, FeatureCounts};
+use crate::store::{ClientRegistration, FeatureCounts, Tag};
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(client_features)
@@ -22,13 +22,57 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(client_metrics);
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientFeaturesQuery {
     /// Only this project (must be within the token's projects).
     pub project: Option<String>,
     /// Only features whose name starts with this.
     pub name_prefix: Option<String>,
+    /// `type:value`, repeatable: only features with any of these tags.
+    pub tag: Option<Vec<String>>,
+}
+
+impl ClientFeaturesQuery {
+    /// Parses the query string by hand: `tag` repeats, which serde_urlencoded
+    /// cannot express.
+    pub fn parse(query: &str) -> ApiResult<ClientFeaturesQuery> {
+        let mut out = ClientFeaturesQuery::default();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match key.as_ref() {
+                "project" => out.project = Some(value.into_owned()),
+                "namePrefix" => out.name_prefix = Some(value.into_owned()),
+                "tag" => out
+                    .tag
+                    .get_or_insert_with(Vec::new)
+                    .push(value.into_owned()),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    fn tags(&self) -> ApiResult<Option<BTreeSet<Tag>>> {
+        let Some(raw) = &self.tag else {
+            return Ok(None);
+        };
+        raw.iter()
+            .map(|t| {
+                t.split_once(':')
+                    .map(|(tag_type, value)| Tag {
+                        tag_type: tag_type.to_string(),
+                        value: value.to_string(),
+                    })
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            crate::api::error::Code::InvalidQuery,
+                            format!("tag `{t}` must be type:value"),
+                        )
+                    })
+            })
+            .collect::<ApiResult<BTreeSet<Tag>>>()
+            .map(Some)
+    }
 }
 
 /// Whether the SDK's `Unleash-Client-Spec` header is at least 4.2.0 (then segments
@@ -83,9 +127,10 @@ async fn client_features(
     req: HttpRequest,
     state: web::Data<AppState>,
     token: ClientToken,
-    query: web::Query<ClientFeaturesQuery>,
 ) -> ApiResult<HttpResponse> {
+    let query = ClientFeaturesQuery::parse(req.query_string())?;
     let query = FeaturesQuery {
+        tags: query.tags()?,
         environment: token.0.scope.environment.clone(),
         projects: project_scope(&token.0, query.project.as_deref()),
         name_prefix: query.name_prefix.clone().filter(|p| !p.is_empty()),

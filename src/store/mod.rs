@@ -110,6 +110,25 @@ pub struct ImportSummary {
     pub segments: usize,
 }
 
+/// A feature tag, `type:value` (e.g. `team:checkout`).
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+pub struct Tag {
+    #[serde(rename = "type")]
+    pub tag_type: String,
+    pub value: String,
+}
+
 /// An SDK instance's registration.
 #[derive(Debug, Clone)]
 pub struct ClientRegistration {
@@ -266,6 +285,14 @@ pub trait Store: Send + Sync + 'static {
     async fn client_features(&self, environment: &str) -> StoreResult<ClientFeatures>;
 
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+
+    /// A live feature's tags, by type then value.
+    async fn list_tags(&self, feature: &str) -> StoreResult<Vec<Tag>>;
+    /// Adds a tag; `Ok(false)` if the feature already had it.
+    async fn add_tag(&self, feature: &str, tag: &Tag, actor: &Actor) -> StoreResult<bool>;
+    async fn remove_tag(&self, feature: &str, tag: &Tag, actor: &Actor) -> StoreResult<()>;
+    /// Every tag of every live feature (for the SDK snapshot).
+    async fn all_tags(&self) -> StoreResult<Vec<(String, Tag)>>;
 
     /// Records (upserts) an SDK instance seen in `environment`.
     async fn register_client(

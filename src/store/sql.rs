@@ -314,6 +314,15 @@ macro_rules! impl_store {
                 .ok_or_else(|| StoreError::NotFound(format!("feature `{name}` not found in project `{project}`")))
         }
 
+        /// The project of a live feature (by name alone, as Unleash's tag paths have no project).
+        async fn live_feature_project(conn: &mut Conn, feature: &str) -> StoreResult<String> {
+            let row: Option<(String,)> = sqlx::query_as("select project from features where name = $1 and archived_at is null")
+                .bind(feature)
+                .fetch_optional(&mut *conn)
+                .await?;
+            row.map(|(p,)| p).ok_or_else(|| StoreError::NotFound(format!("feature `{feature}` not found")))
+        }
+
         async fn strategies_of(conn: &mut Conn, feature: &str, environment: &str) -> StoreResult<Vec<Strategy>> {
             let rows: Vec<StrategyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "select {STRATEGY_COLUMNS} from feature_strategies where feature = $1 and environment = $2 \
@@ -1147,6 +1156,71 @@ macro_rules! impl_store {
                     })
                     .collect::<StoreResult<Vec<_>>>()?;
                 Ok(ClientFeatures { version: 2, features: out, segments: Some(segments) })
+            }
+
+            async fn list_tags(&self, feature: &str) -> StoreResult<Vec<Tag>> {
+                let mut conn = self.pool.acquire().await?;
+                live_feature_project(&mut conn, feature).await?;
+                let rows: Vec<(String, String)> = sqlx::query_as(
+                    "select tag_type, value from feature_tags where feature = $1 order by tag_type, value",
+                )
+                .bind(feature)
+                .fetch_all(&mut *conn)
+                .await?;
+                Ok(rows.into_iter().map(|(tag_type, value)| Tag { tag_type, value }).collect())
+            }
+
+            async fn add_tag(&self, feature: &str, tag: &Tag, actor: &Actor) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let project = live_feature_project(&mut tx, feature).await?;
+                let inserted = sqlx::query(
+                    "insert into feature_tags (feature, tag_type, value, created_at) values ($1, $2, $3, $4) \
+                     on conflict (feature, tag_type, value) do nothing",
+                )
+                .bind(feature)
+                .bind(&tag.tag_type)
+                .bind(&tag.value)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if inserted {
+                    audit(&mut tx, "feature-tagged", actor, Some(&project), Some(feature), None, None, value(tag)).await?;
+                }
+                tx.commit().await?;
+                Ok(inserted)
+            }
+
+            async fn remove_tag(&self, feature: &str, tag: &Tag, actor: &Actor) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                let project = live_feature_project(&mut tx, feature).await?;
+                let deleted = sqlx::query("delete from feature_tags where feature = $1 and tag_type = $2 and value = $3")
+                    .bind(feature)
+                    .bind(&tag.tag_type)
+                    .bind(&tag.value)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if deleted == 0 {
+                    return Err(StoreError::NotFound(format!(
+                        "feature `{feature}` has no tag {}:{}",
+                        tag.tag_type, tag.value
+                    )));
+                }
+                audit(&mut tx, "feature-untagged", actor, Some(&project), Some(feature), None, value(tag), None).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn all_tags(&self) -> StoreResult<Vec<(String, Tag)>> {
+                let rows: Vec<(String, String, String)> = sqlx::query_as(
+                    "select t.feature, t.tag_type, t.value from feature_tags t \
+                     join features f on f.name = t.feature where f.archived_at is null",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(|(f, tag_type, value)| (f, Tag { tag_type, value })).collect())
             }
 
             async fn register_client(&self, environment: &str, r: &ClientRegistration) -> StoreResult<()> {

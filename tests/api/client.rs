@@ -323,7 +323,89 @@ async fn sdk_registration_and_metrics_are_accepted_and_counted_hourly(app: TestA
     }
 }
 
+async fn tag_filters_select_features_with_any_listed_tag(app: TestApp) {
+    for name in ["t.one", "t.two", "t.three"] {
+        app.create_feature(name).await;
+    }
+    let tag = |feature: &str, t: &str, v: &str| {
+        let path = format!("/api/admin/features/{feature}/tags");
+        let body = json!({"type": t, "value": v});
+        async move { (path, body) }
+    };
+    for (f, t, v) in [
+        ("t.one", "team", "checkout"),
+        ("t.two", "team", "search"),
+        ("t.three", "kind", "ops"),
+    ] {
+        let (path, body) = tag(f, t, v).await;
+        assert_eq!(app.post(&path, &body).await.status(), 201);
+    }
+    let (path, body) = tag("t.one", "team", "checkout").await;
+    assert_eq!(app.post(&path, &body).await.status(), 200);
+    let tags = json_with_status(app.get("/api/admin/features/t.one/tags").await, 200).await;
+    assert_eq!(tags["tags"][0]["value"], "checkout");
+
+    let got = names(
+        client_get(
+            &app,
+            CLIENT_TOKEN,
+            "/api/client/features?tag=team:checkout",
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(got, vec!["t.one"]);
+    let got = names(
+        client_get(
+            &app,
+            CLIENT_TOKEN,
+            "/api/client/features?tag=team:checkout&tag=kind:ops",
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(got, vec!["t.one", "t.three"]);
+    let r = client_get(&app, CLIENT_TOKEN, "/api/client/features?tag=nocolon", None).await;
+    assert_eq!(r.status(), 400);
+
+    assert_eq!(
+        app.delete("/api/admin/features/t.one/tags/team/checkout")
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        app.delete("/api/admin/features/t.one/tags/team/checkout")
+            .await
+            .status(),
+        404
+    );
+    let got = names(
+        client_get(
+            &app,
+            CLIENT_TOKEN,
+            "/api/client/features?tag=team:checkout",
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert!(got.is_empty());
+    assert_eq!(
+        app.post(
+            "/api/admin/features/ghost/tags",
+            &json!({"type": "a", "value": "b"})
+        )
+        .await
+        .status(),
+        404
+    );
+}
+
 crate::both_backends!(
+    tag_filters_select_features_with_any_listed_tag,
     features_are_served_in_unleash_format_with_etag_and_304,
     only_client_tokens_may_poll_and_scope_limits_what_they_see,
     segments_are_referenced_for_new_sdks_and_inlined_for_old_ones,

@@ -6,6 +6,7 @@ mod features;
 mod projects;
 mod segments;
 mod state;
+mod tags;
 mod tokens;
 
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -18,6 +19,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     projects::configure(cfg);
     features::configure(cfg);
     segments::configure(cfg);
+    tags::configure(cfg);
     tokens::configure(cfg);
     state::configure(cfg);
     events::configure(cfg);
