@@ -132,6 +132,7 @@ pub fn build_app(
                     Ok(response)
                 }
             })
+            .wrap_fn(api::cors::handle)
             .wrap(tracing_actix_web::TracingLogger::default())
             .default_service(web::to(api::not_found))
         })

@@ -67,6 +67,10 @@ pub struct SettingsArgs {
     /// HTTP worker threads [default: one per CPU core].
     #[arg(long, env = "FUSEBOX_WORKERS", global = true)]
     pub workers: Option<usize>,
+    /// Comma-separated origins allowed to call `/api/frontend` and `/ofrep` from a
+    /// browser (CORS); `*` for any [default: *].
+    #[arg(long, env = "FUSEBOX_CORS_ORIGINS", global = true)]
+    pub cors_origins: Option<String>,
 }
 
 /// The TOML file's shape: the same keys as the flags.
@@ -82,6 +86,7 @@ struct FileSettings {
     max_body_bytes: Option<usize>,
     db_pool_size: Option<u32>,
     workers: Option<usize>,
+    cors_origins: Option<String>,
 }
 
 /// Log output format.
@@ -107,6 +112,8 @@ pub struct Settings {
     pub bootstrap_admin_token: bool,
     /// HTTP worker threads [default: one per core].
     pub workers: Option<usize>,
+    /// Origins allowed for browser calls to the frontend API and OFREP (`*` = any).
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for Settings {
@@ -122,6 +129,7 @@ impl Default for Settings {
             db_pool_size: None,
             bootstrap_admin_token: false,
             workers: None,
+            cors_origins: vec!["*".into()],
         }
     }
 }
@@ -170,6 +178,10 @@ impl Settings {
             db_pool_size: args.db_pool_size.or(file.db_pool_size),
             bootstrap_admin_token: true,
             workers: args.workers.or(file.workers),
+            cors_origins: match args.cors_origins.clone().or(file.cors_origins) {
+                Some(list) => split_list(Some(list)),
+                None => defaults.cors_origins,
+            },
         })
     }
 }

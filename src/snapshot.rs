@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::domain::eval::Engine;
 use crate::domain::model::{ClientFeature, ClientFeatures, Segment};
 use crate::store::{Store, StoreResult, Tag};
 
@@ -26,6 +27,10 @@ pub struct EnvSnapshot {
     pub segments: Vec<Segment>,
     /// Tags by feature name, for the `tag` filter (tags are not sent to SDKs).
     pub tags: HashMap<String, Vec<Tag>>,
+    /// The compiled flags, for server-side evaluation (frontend API, OFREP).
+    pub engine: Engine,
+    /// Each feature's project, for scoping server-side evaluations.
+    pub projects: HashMap<String, String>,
 }
 
 /// A cached response body with its strong ETag.
@@ -115,7 +120,7 @@ impl SnapshotCache {
         for (feature, tag) in self.store.all_tags().await? {
             tags.entry(feature).or_default().push(tag);
         }
-        let features = features
+        let features: Vec<ClientFeature> = features
             .into_iter()
             .map(|mut f| {
                 f.strategies.retain(|s| s.disabled != Some(true));
@@ -125,12 +130,28 @@ impl SnapshotCache {
                 f
             })
             .collect();
+        let segments = segments.unwrap_or_default();
+        let document = ClientFeatures {
+            version: 2,
+            features,
+            segments: Some(segments),
+        };
+        let engine = Engine::new(&document);
+        let ClientFeatures {
+            features, segments, ..
+        } = document;
+        let projects = features
+            .iter()
+            .map(|f| (f.name.clone(), f.project.clone().unwrap_or_default()))
+            .collect();
         let snapshot = Arc::new(EnvSnapshot {
             revision,
             environment: environment.to_string(),
             features,
             segments: segments.unwrap_or_default(),
             tags,
+            engine,
+            projects,
         });
         // Only keep it if no change happened while building.
         if self.revision() == revision {

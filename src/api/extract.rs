@@ -117,6 +117,7 @@ fn authenticate(req: &HttpRequest, kinds: &[TokenKind]) -> Result<Caller, ApiErr
     let raw = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
+        .or_else(|| req.headers().get("x-api-key"))
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
@@ -181,7 +182,12 @@ token_extractor!(
     [TokenKind::Client]
 );
 token_extractor!(
-    /// A frontend token: browser SDKs on `/api/frontend` and OFREP.
+    /// A frontend token: browser SDKs on `/api/frontend`.
     FrontendToken,
     [TokenKind::Frontend]
+);
+token_extractor!(
+    /// A frontend or client token: OFREP remote evaluation (server or browser).
+    EvaluationToken,
+    [TokenKind::Frontend, TokenKind::Client]
 );

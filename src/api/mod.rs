@@ -3,9 +3,12 @@
 
 pub mod admin;
 pub mod client;
+pub mod cors;
 pub mod error;
 pub mod extract;
+pub mod frontend;
 pub mod health;
+pub mod ofrep;
 pub mod openapi;
 pub mod tokens_registry;
 
@@ -19,6 +22,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
     health::configure(cfg);
     admin::configure(cfg);
     client::configure(cfg);
+    frontend::configure(cfg);
+    ofrep::configure(cfg);
 }
 
 /// The JSON 404 for unknown paths.

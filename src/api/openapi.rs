@@ -21,6 +21,8 @@ use utoipa_swagger_ui::SwaggerUi;
         (name = "health", description = "Liveness and readiness"),
         (name = "admin", description = "Projects, environments, features, strategies, segments, tokens, audit"),
         (name = "client", description = "Unleash client API for server-side SDKs (client tokens)"),
+        (name = "frontend", description = "Unleash frontend API for browser SDKs (frontend tokens)"),
+        (name = "ofrep", description = "OpenFeature Remote Evaluation Protocol (frontend or client tokens)"),
     )
 )]
 struct ApiDoc;

@@ -2,6 +2,8 @@
 //! Nothing here does I/O or is async, so all of it is unit- and property-tested.
 
 pub mod admin;
+pub mod delta;
+pub mod eval;
 pub mod model;
 pub mod names;
 pub mod tokens;
