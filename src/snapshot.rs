@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::domain::delta::{ClientFeaturesDelta, DeltaEvent};
 use crate::domain::eval::Engine;
 use crate::domain::model::{ClientFeature, ClientFeatures, Segment};
 use crate::store::{Store, StoreResult, Tag};
@@ -39,6 +40,20 @@ pub struct CachedBody {
     pub etag: String,
 }
 
+/// A state a delta client may hold, remembered by its ETag.
+pub struct DeltaState {
+    features: Vec<ClientFeature>,
+    segments: Vec<Segment>,
+}
+
+/// The answer to a delta poll.
+pub enum DeltaAnswer {
+    /// The client is up to date.
+    NotModified(String),
+    /// Events to apply, and the new ETag.
+    Events(ClientFeaturesDelta, String),
+}
+
 /// What an SDK asked for: it fully determines the body.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FeaturesQuery {
@@ -57,6 +72,8 @@ pub struct SnapshotCache {
     revision: AtomicI64,
     envs: Mutex<HashMap<String, Arc<EnvSnapshot>>>,
     bodies: moka::sync::Cache<FeaturesQuery, Arc<CachedBody>>,
+    /// Recently served delta states by ETag, so a poll can get just the changes.
+    delta_states: moka::sync::Cache<String, Arc<DeltaState>>,
     /// Serialises rebuilds so a burst of polls after a change builds once.
     build_lock: tokio::sync::Mutex<()>,
 }
@@ -69,6 +86,10 @@ impl SnapshotCache {
             revision: AtomicI64::new(revision),
             envs: Mutex::new(HashMap::new()),
             bodies: moka::sync::Cache::builder().max_capacity(10_000).build(),
+            delta_states: moka::sync::Cache::builder()
+                .max_capacity(1_000)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
             build_lock: tokio::sync::Mutex::new(()),
         }))
     }
@@ -181,6 +202,40 @@ impl SnapshotCache {
         }
         Ok(body)
     }
+
+    /// `/api/client/delta`: nothing (304) when the client's ETag is current, the
+    /// changes since its ETag when that state is still remembered, else a full
+    /// hydration. Segments are always by reference (delta SDKs support them).
+    pub async fn client_delta(
+        &self,
+        query: &FeaturesQuery,
+        client_etag: Option<&str>,
+    ) -> StoreResult<DeltaAnswer> {
+        let snapshot = self.env(&query.environment).await?;
+        let selection = select(&snapshot, query)?;
+        if client_etag == Some(selection.etag.as_str()) {
+            return Ok(DeltaAnswer::NotModified(selection.etag));
+        }
+        let event_id = u64::try_from(snapshot.revision).unwrap_or(0);
+        let state = Arc::new(DeltaState {
+            features: selection.features,
+            segments: selection.segments.unwrap_or_default(),
+        });
+        let previous = client_etag.and_then(|etag| self.delta_states.get(etag));
+        let events = match previous {
+            Some(old) => diff(&old, &state, event_id),
+            None => vec![DeltaEvent::Hydration {
+                event_id,
+                features: state.features.clone(),
+                segments: state.segments.clone(),
+            }],
+        };
+        self.delta_states.insert(selection.etag.clone(), state);
+        Ok(DeltaAnswer::Events(
+            ClientFeaturesDelta { events },
+            selection.etag,
+        ))
+    }
 }
 
 #[derive(Serialize)]
@@ -215,12 +270,18 @@ struct Meta {
     query_hash: String,
 }
 
-/// Filters the snapshot and serialises it, Unleash-style: top-level segments for
-/// SDKs that support them (client spec >= 4.2.0), inlined constraints otherwise.
-fn render_client_features(
-    snapshot: &EnvSnapshot,
-    query: &FeaturesQuery,
-) -> StoreResult<CachedBody> {
+/// What one query selects from a snapshot.
+struct Selection {
+    features: Vec<ClientFeature>,
+    /// `None` when segments are inlined into constraints.
+    segments: Option<Vec<Segment>>,
+    etag: String,
+    query_hash: String,
+}
+
+/// Filters the snapshot Unleash-style: top-level segments for SDKs that support
+/// them (client spec >= 4.2.0), inlined constraints otherwise.
+fn select(snapshot: &EnvSnapshot, query: &FeaturesQuery) -> StoreResult<Selection> {
     let mut features: Vec<ClientFeature> = snapshot
         .features
         .iter()
@@ -263,7 +324,7 @@ fn render_client_features(
     }
     let segments = (!query.inline_segments).then(|| {
         used.iter()
-            .filter_map(|id| segments_by_id.get(id).copied())
+            .filter_map(|id| segments_by_id.get(id).map(|s| (*s).clone()))
             .collect::<Vec<_>>()
     });
 
@@ -277,7 +338,24 @@ fn render_client_features(
     let mut content_hasher = std::collections::hash_map::DefaultHasher::new();
     content.hash(&mut content_hasher);
     let etag = format!("\"{query_hash}:{:016x}:v1\"", content_hasher.finish());
+    Ok(Selection {
+        features,
+        segments,
+        etag,
+        query_hash,
+    })
+}
 
+fn render_client_features(
+    snapshot: &EnvSnapshot,
+    query: &FeaturesQuery,
+) -> StoreResult<CachedBody> {
+    let Selection {
+        features,
+        segments,
+        etag,
+        query_hash,
+    } = select(snapshot, query)?;
     let projects: Option<Vec<&str>> = query
         .projects
         .as_ref()
@@ -285,7 +363,7 @@ fn render_client_features(
     let body = ClientFeaturesBody {
         version: 2,
         features,
-        segments,
+        segments: segments.as_ref().map(|s| s.iter().collect()),
         query: QueryEcho {
             environment: &snapshot.environment,
             inline_segment_constraints: query.inline_segments,
@@ -308,4 +386,48 @@ fn render_client_features(
         body: Bytes::from(body),
         etag,
     })
+}
+
+/// The events that take a client from `old` to `new` (features, then segments).
+fn diff(old: &DeltaState, new: &DeltaState, event_id: u64) -> Vec<DeltaEvent> {
+    let mut events = Vec::new();
+    let old_features: HashMap<&str, &ClientFeature> =
+        old.features.iter().map(|f| (f.name.as_str(), f)).collect();
+    let new_names: BTreeSet<&str> = new.features.iter().map(|f| f.name.as_str()).collect();
+    for f in &new.features {
+        if old_features.get(f.name.as_str()) != Some(&f) {
+            events.push(DeltaEvent::FeatureUpdated {
+                event_id,
+                feature: f.clone(),
+            });
+        }
+    }
+    for f in &old.features {
+        if !new_names.contains(f.name.as_str()) {
+            events.push(DeltaEvent::FeatureRemoved {
+                event_id,
+                feature_name: f.name.clone(),
+                project: f.project.clone().unwrap_or_default(),
+            });
+        }
+    }
+    let old_segments: HashMap<i64, &Segment> = old.segments.iter().map(|s| (s.id, s)).collect();
+    let new_ids: BTreeSet<i64> = new.segments.iter().map(|s| s.id).collect();
+    for seg in &new.segments {
+        if old_segments.get(&seg.id) != Some(&seg) {
+            events.push(DeltaEvent::SegmentUpdated {
+                event_id,
+                segment: seg.clone(),
+            });
+        }
+    }
+    for seg in &old.segments {
+        if !new_ids.contains(&seg.id) {
+            events.push(DeltaEvent::SegmentRemoved {
+                event_id,
+                segment_id: seg.id,
+            });
+        }
+    }
+    events
 }

@@ -12,12 +12,14 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Caller, ClientToken, Json};
 use crate::app::AppState;
+use crate::domain::delta::ClientFeaturesDelta;
 use crate::domain::model::ClientFeatures;
-use crate::snapshot::FeaturesQuery;
+use crate::snapshot::{DeltaAnswer, FeaturesQuery};
 use crate::store::{ClientRegistration, FeatureCounts, Tag};
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(client_features)
+        .service(client_delta)
         .service(register_client)
         .service(client_metrics);
 }
@@ -146,6 +148,44 @@ async fn client_features(
         .content_type("application/json")
         .insert_header((header::ETAG, cached.etag.clone()))
         .body(cached.body.clone()))
+}
+
+/// Changes since the state named by `If-None-Match` (or a full hydration), for SDKs
+/// in delta mode; 304 when nothing changed.
+#[utoipa::path(tag = "client", params(ClientFeaturesQuery,
+        ("If-None-Match" = Option<String>, Header, description = "ETag of the state the SDK holds")),
+    responses((status = 200, body = ClientFeaturesDelta, headers(("ETag" = String))),
+              (status = 304, description = "Not modified"),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+#[get("/api/client/delta")]
+async fn client_delta(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    token: ClientToken,
+) -> ApiResult<HttpResponse> {
+    let query = ClientFeaturesQuery::parse(req.query_string())?;
+    let query = FeaturesQuery {
+        tags: query.tags()?,
+        environment: token.0.scope.environment.clone(),
+        projects: project_scope(&token.0, query.project.as_deref()),
+        name_prefix: query.name_prefix.clone().filter(|p| !p.is_empty()),
+        inline_segments: false,
+    };
+    let client_etag = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    Ok(
+        match state.snapshots.client_delta(&query, client_etag).await? {
+            DeltaAnswer::NotModified(etag) => HttpResponse::NotModified()
+                .insert_header((header::ETAG, etag))
+                .finish(),
+            DeltaAnswer::Events(body, etag) => HttpResponse::Ok()
+                .insert_header((header::ETAG, etag))
+                .json(body),
+        },
+    )
 }
 
 /// An SDK's registration (sent once at start).

@@ -404,7 +404,66 @@ async fn tag_filters_select_features_with_any_listed_tag(app: TestApp) {
     );
 }
 
+async fn the_delta_api_hydrates_then_sends_only_changes(app: TestApp) {
+    app.create_feature("d.one").await;
+    app.create_feature("d.two").await;
+    let poll = |etag: Option<String>| {
+        let mut r = app
+            .request(Method::GET, "/api/client/delta")
+            .header("Authorization", CLIENT_TOKEN);
+        if let Some(etag) = etag {
+            r = r.header("If-None-Match", etag);
+        }
+        r.send()
+    };
+    let r = poll(None).await.unwrap();
+    let etag = r
+        .headers()
+        .get("etag")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = json_with_status(r, 200).await;
+    let events = body["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["type"], "hydration");
+    assert_eq!(events[0]["features"].as_array().unwrap().len(), 2);
+    assert_eq!(poll(Some(etag.clone())).await.unwrap().status(), 304);
+
+    app.post(
+        &format!("{F}/d.one/environments/development/on"),
+        &json!({}),
+    )
+    .await;
+    app.delete(&format!("{F}/d.two")).await;
+    let r = poll(Some(etag.clone())).await.unwrap();
+    let next = r
+        .headers()
+        .get("etag")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = json_with_status(r, 200).await;
+    let kinds: Vec<&str> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["feature-updated", "feature-removed"]);
+    assert_eq!(body["events"][0]["feature"]["enabled"], true);
+    assert_eq!(body["events"][1]["featureName"], "d.two");
+    assert_ne!(next, etag);
+    // An ETag the server no longer knows gets a full hydration.
+    let body = json_with_status(poll(Some("\"unknown\"".into())).await.unwrap(), 200).await;
+    assert_eq!(body["events"][0]["type"], "hydration");
+    assert_eq!(body["events"][0]["features"].as_array().unwrap().len(), 1);
+}
+
 crate::both_backends!(
+    the_delta_api_hydrates_then_sends_only_changes,
     tag_filters_select_features_with_any_listed_tag,
     features_are_served_in_unleash_format_with_etag_and_304,
     only_client_tokens_may_poll_and_scope_limits_what_they_see,
