@@ -6,5 +6,6 @@ pub mod delta;
 pub mod eval;
 pub mod model;
 pub mod names;
+pub mod stats;
 pub mod tokens;
 pub mod validate;

@@ -197,8 +197,7 @@ pub fn normalize_variants(variants: &[Variant]) -> Result<Vec<Variant>, Vec<Prob
         )]);
     }
     let mut out = variants.to_vec();
-    if variable > 0 {
-        let share = (1000 - fixed) / variable;
+    if let Some(share) = (1000 - fixed).checked_div(variable) {
         let mut remainder = (1000 - fixed) % variable;
         for v in out
             .iter_mut()

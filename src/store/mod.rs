@@ -160,6 +160,89 @@ pub struct HourlyMetrics {
     pub variants: std::collections::BTreeMap<String, i64>,
 }
 
+/// A validated event ready to store (see `domain::events`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub id: String,
+    pub environment: String,
+    pub kind: &'static str,
+    pub user_id: String,
+    pub feature: Option<String>,
+    pub name: Option<String>,
+    pub enabled: Option<bool>,
+    pub variant: Option<String>,
+    pub score: Option<f64>,
+    pub session_id: Option<String>,
+    /// Redacted properties as JSON text.
+    pub properties: Option<String>,
+    pub ts: i64,
+    pub received_at: i64,
+}
+
+/// A rejected event or body, kept with its raw text and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewQuarantine {
+    pub received_at: i64,
+    pub environment: Option<String>,
+    pub token_name: Option<String>,
+    pub reason: String,
+    pub message: String,
+    pub raw: String,
+}
+
+/// A quarantined record as listed by the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuarantineItem {
+    pub id: i64,
+    pub received_at: i64,
+    pub environment: Option<String>,
+    pub token_name: Option<String>,
+    /// The rejection code, e.g. `missing_field`.
+    pub reason: String,
+    pub message: String,
+    /// The raw JSON (or body text) as received, truncated for whole bodies.
+    pub raw: String,
+}
+
+/// A stored event, as exported for its user.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredEvent {
+    pub id: String,
+    pub environment: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub user_id: String,
+    pub feature: Option<String>,
+    pub name: Option<String>,
+    pub enabled: Option<bool>,
+    pub variant: Option<String>,
+    pub score: Option<f64>,
+    pub session_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub properties: Option<serde_json::Value>,
+    pub timestamp: i64,
+    pub received_at: i64,
+}
+
+/// A user's cohort assignment for one feature.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Exposure {
+    pub environment: String,
+    pub feature: String,
+    pub user_id: String,
+    pub enabled: bool,
+    pub variant: Option<String>,
+    /// First exposure time (ms): fixes the cohort.
+    pub t0: i64,
+    pub last_seen: i64,
+    pub exposure_count: i64,
+    /// Later exposures whose assignment differed from the first.
+    pub crossovers: i64,
+}
+
 /// The persistence interface, one method per use case.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -293,6 +376,30 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_tag(&self, feature: &str, tag: &Tag, actor: &Actor) -> StoreResult<()>;
     /// Every tag of every live feature (for the SDK snapshot).
     async fn all_tags(&self) -> StoreResult<Vec<(String, Tag)>>;
+
+    /// Stores events (skipping ids already stored) and quarantine records in one
+    /// transaction, folding new exposures into the cohort table. Returns the ids that
+    /// were new.
+    async fn ingest(
+        &self,
+        events: &[NewEvent],
+        quarantine: &[NewQuarantine],
+    ) -> StoreResult<std::collections::HashSet<String>>;
+    async fn list_quarantine(
+        &self,
+        reason: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<QuarantineItem>>;
+    async fn get_quarantine(&self, id: i64) -> StoreResult<QuarantineItem>;
+    async fn delete_quarantine(&self, id: i64) -> StoreResult<()>;
+    /// Everything stored about one user: events (oldest first) and exposures.
+    async fn user_data(&self, user_id: &str) -> StoreResult<(Vec<StoredEvent>, Vec<Exposure>)>;
+    /// Erases a user's events and exposures; audited with a hash of the id.
+    async fn erase_user(&self, user_id: &str, actor: &Actor) -> StoreResult<(u64, u64)>;
+    /// Deletes raw events and quarantine records older than `before` (ms).
+    async fn purge_events_before(&self, before: i64) -> StoreResult<u64>;
+    /// How many events are stored (tests, crash checks, metrics).
+    async fn count_events(&self) -> StoreResult<i64>;
 
     /// Records (upserts) an SDK instance seen in `environment`.
     async fn register_client(

@@ -6,7 +6,7 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::{StoreError, StoreResult};
+use super::{Exposure, NewEvent, QuarantineItem, StoreError, StoreResult, StoredEvent};
 
 pub(super) fn to_json<T: Serialize>(value: &T) -> StoreResult<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Other(e.into()))
@@ -237,6 +237,168 @@ impl AuditRow {
             pre_data: opt_from_json(self.pre_data)?,
             data: opt_from_json(self.data)?,
         })
+    }
+}
+
+/// Rows per multi-row INSERT: 13 columns x 500 stays far below SQLite's 32766 and
+/// PostgreSQL's 65535 bind parameters while amortising statement overhead.
+pub(super) const EVENT_CHUNK: usize = 500;
+
+/// `prefix ($1, ..., $k), ($k+1, ...) suffix` for `rows` rows of `columns` values.
+pub(super) fn multi_row_sql(prefix: &str, columns: usize, rows: usize, suffix: &str) -> String {
+    use std::fmt::Write;
+    let mut sql = String::with_capacity(prefix.len() + suffix.len() + rows * columns * 6);
+    sql.push_str(prefix);
+    let mut n = 1;
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..columns {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "${n}");
+            n += 1;
+        }
+        sql.push(')');
+    }
+    sql.push_str(suffix);
+    sql
+}
+
+/// Folds new exposure events into one row per (environment, feature, user): the
+/// earliest event fixes the assignment and t0; later ones with another assignment
+/// count as crossovers. One row per key, because a multi-row upsert may not touch a
+/// row twice.
+pub(super) fn fold_exposures<'a>(events: impl Iterator<Item = &'a NewEvent>) -> Vec<Exposure> {
+    let mut by_key: std::collections::HashMap<(&str, &str, &str), Vec<&NewEvent>> =
+        Default::default();
+    for e in events {
+        let Some(feature) = e.feature.as_deref() else {
+            continue;
+        };
+        by_key
+            .entry((e.environment.as_str(), feature, e.user_id.as_str()))
+            .or_default()
+            .push(e);
+    }
+    let mut out: Vec<Exposure> = by_key
+        .into_iter()
+        .filter_map(|((environment, feature, user_id), mut group)| {
+            group.sort_by_key(|e| (e.ts, e.id.as_str()));
+            let first = group.first()?;
+            let enabled = first.enabled.unwrap_or(false);
+            let crossovers = group
+                .iter()
+                .filter(|e| e.enabled.unwrap_or(false) != enabled || e.variant != first.variant)
+                .count() as i64;
+            Some(Exposure {
+                environment: environment.to_string(),
+                feature: feature.to_string(),
+                user_id: user_id.to_string(),
+                enabled,
+                variant: first.variant.clone(),
+                t0: first.ts,
+                last_seen: group.iter().map(|e| e.ts).max().unwrap_or(first.ts),
+                exposure_count: group.len() as i64,
+                crossovers,
+            })
+        })
+        .collect();
+    // A stable order keeps concurrent writers from deadlocking on row locks.
+    out.sort_by(|a, b| {
+        (&a.environment, &a.feature, &a.user_id).cmp(&(&b.environment, &b.feature, &b.user_id))
+    });
+    out
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct QuarantineRow {
+    pub id: i64,
+    pub received_at: i64,
+    pub environment: Option<String>,
+    pub token_name: Option<String>,
+    pub reason: String,
+    pub message: String,
+    pub raw: String,
+}
+
+impl QuarantineRow {
+    pub fn into_domain(self) -> QuarantineItem {
+        QuarantineItem {
+            id: self.id,
+            received_at: self.received_at,
+            environment: self.environment,
+            token_name: self.token_name,
+            reason: self.reason,
+            message: self.message,
+            raw: self.raw,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct EventRow {
+    pub id: String,
+    pub environment: String,
+    pub kind: String,
+    pub user_id: String,
+    pub feature: Option<String>,
+    pub name: Option<String>,
+    pub enabled: Option<bool>,
+    pub variant: Option<String>,
+    pub score: Option<f64>,
+    pub session_id: Option<String>,
+    pub properties: Option<String>,
+    pub ts: i64,
+    pub received_at: i64,
+}
+
+impl EventRow {
+    pub fn into_domain(self) -> StoreResult<StoredEvent> {
+        Ok(StoredEvent {
+            id: self.id,
+            environment: self.environment,
+            kind: self.kind,
+            user_id: self.user_id,
+            feature: self.feature,
+            name: self.name,
+            enabled: self.enabled,
+            variant: self.variant,
+            score: self.score,
+            session_id: self.session_id,
+            properties: opt_from_json(self.properties)?,
+            timestamp: self.ts,
+            received_at: self.received_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ExposureRow {
+    pub environment: String,
+    pub feature: String,
+    pub user_id: String,
+    pub enabled: bool,
+    pub variant: Option<String>,
+    pub t0: i64,
+    pub last_seen: i64,
+    pub exposure_count: i64,
+    pub crossovers: i64,
+}
+
+impl ExposureRow {
+    pub fn into_domain(self) -> Exposure {
+        Exposure {
+            environment: self.environment,
+            feature: self.feature,
+            user_id: self.user_id,
+            enabled: self.enabled,
+            variant: self.variant,
+            t0: self.t0,
+            last_seen: self.last_seen,
+            exposure_count: self.exposure_count,
+            crossovers: self.crossovers,
+        }
     }
 }
 
@@ -1221,6 +1383,172 @@ macro_rules! impl_store {
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(rows.into_iter().map(|(f, tag_type, value)| (f, Tag { tag_type, value })).collect())
+            }
+
+            async fn ingest(&self, events: &[NewEvent], quarantine: &[NewQuarantine]) -> StoreResult<std::collections::HashSet<String>> {
+                let mut tx = self.pool.begin().await?;
+                let mut inserted = std::collections::HashSet::with_capacity(events.len());
+                for chunk in events.chunks(EVENT_CHUNK) {
+                    let sql = multi_row_sql(
+                        "insert into events (id, environment, kind, user_id, feature, name, enabled, variant, score, \
+                         session_id, properties, ts, received_at) values ",
+                        13,
+                        chunk.len(),
+                        " on conflict (id) do nothing returning id",
+                    );
+                    let mut q = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql));
+                    for e in chunk {
+                        q = q
+                            .bind(&e.id)
+                            .bind(&e.environment)
+                            .bind(e.kind)
+                            .bind(&e.user_id)
+                            .bind(&e.feature)
+                            .bind(&e.name)
+                            .bind(e.enabled)
+                            .bind(&e.variant)
+                            .bind(e.score)
+                            .bind(&e.session_id)
+                            .bind(&e.properties)
+                            .bind(e.ts)
+                            .bind(e.received_at);
+                    }
+                    for (id,) in q.fetch_all(&mut *tx).await? {
+                        inserted.insert(id);
+                    }
+                }
+                let exposures = fold_exposures(events.iter().filter(|e| e.kind == "exposure" && inserted.contains(&e.id)));
+                for chunk in exposures.chunks(EVENT_CHUNK) {
+                    let sql = multi_row_sql(
+                        "insert into exposures (environment, feature, user_id, enabled, variant, t0, last_seen, \
+                         exposure_count, crossovers) values ",
+                        9,
+                        chunk.len(),
+                        " on conflict (environment, feature, user_id) do update set \
+                         crossovers = exposures.crossovers + excluded.crossovers + \
+                           (case when exposures.enabled = excluded.enabled and \
+                             coalesce(exposures.variant, '') = coalesce(excluded.variant, '') then 0 else 1 end), \
+                         exposure_count = exposures.exposure_count + excluded.exposure_count, \
+                         enabled = case when excluded.t0 < exposures.t0 then excluded.enabled else exposures.enabled end, \
+                         variant = case when excluded.t0 < exposures.t0 then excluded.variant else exposures.variant end, \
+                         t0 = case when excluded.t0 < exposures.t0 then excluded.t0 else exposures.t0 end, \
+                         last_seen = case when excluded.last_seen > exposures.last_seen then excluded.last_seen else exposures.last_seen end",
+                    );
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for x in chunk {
+                        q = q
+                            .bind(&x.environment)
+                            .bind(&x.feature)
+                            .bind(&x.user_id)
+                            .bind(x.enabled)
+                            .bind(&x.variant)
+                            .bind(x.t0)
+                            .bind(x.last_seen)
+                            .bind(x.exposure_count)
+                            .bind(x.crossovers);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                for chunk in quarantine.chunks(EVENT_CHUNK) {
+                    let sql = multi_row_sql(
+                        "insert into quarantine (received_at, environment, token_name, reason, message, raw) values ",
+                        6,
+                        chunk.len(),
+                        "",
+                    );
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for r in chunk {
+                        q = q
+                            .bind(r.received_at)
+                            .bind(&r.environment)
+                            .bind(&r.token_name)
+                            .bind(&r.reason)
+                            .bind(&r.message)
+                            .bind(&r.raw);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(inserted)
+            }
+
+            async fn list_quarantine(&self, reason: Option<&str>, limit: i64) -> StoreResult<Vec<QuarantineItem>> {
+                let rows: Vec<QuarantineRow> = sqlx::query_as(
+                    "select id, received_at, environment, token_name, reason, message, raw from quarantine \
+                     where ($1 or reason = $2) order by id desc limit $3",
+                )
+                .bind(reason.is_none())
+                .bind(reason.unwrap_or(""))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(QuarantineRow::into_domain).collect())
+            }
+
+            async fn get_quarantine(&self, id: i64) -> StoreResult<QuarantineItem> {
+                let row: Option<QuarantineRow> = sqlx::query_as(
+                    "select id, received_at, environment, token_name, reason, message, raw from quarantine where id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(QuarantineRow::into_domain)
+                    .ok_or_else(|| StoreError::NotFound(format!("quarantine record {id} not found")))
+            }
+
+            async fn delete_quarantine(&self, id: i64) -> StoreResult<()> {
+                let done = sqlx::query("delete from quarantine where id = $1").bind(id).execute(&self.pool).await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound(format!("quarantine record {id} not found")));
+                }
+                Ok(())
+            }
+
+            async fn user_data(&self, user_id: &str) -> StoreResult<(Vec<StoredEvent>, Vec<Exposure>)> {
+                let events: Vec<EventRow> = sqlx::query_as(
+                    "select id, environment, kind, user_id, feature, name, enabled, variant, score, session_id, \
+                     properties, ts, received_at from events where user_id = $1 order by ts, id",
+                )
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?;
+                let exposures: Vec<ExposureRow> = sqlx::query_as(
+                    "select environment, feature, user_id, enabled, variant, t0, last_seen, exposure_count, crossovers \
+                     from exposures where user_id = $1 order by environment, feature",
+                )
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok((
+                    events.into_iter().map(EventRow::into_domain).collect::<StoreResult<_>>()?,
+                    exposures.into_iter().map(ExposureRow::into_domain).collect(),
+                ))
+            }
+
+            async fn erase_user(&self, user_id: &str, actor: &Actor) -> StoreResult<(u64, u64)> {
+                let mut tx = self.pool.begin().await?;
+                let events = sqlx::query("delete from events where user_id = $1").bind(user_id).execute(&mut *tx).await?.rows_affected();
+                let exposures = sqlx::query("delete from exposures where user_id = $1").bind(user_id).execute(&mut *tx).await?.rows_affected();
+                // The audit log must not keep the personal data it records erasing.
+                let hashed = crate::domain::tokens::hash_secret(user_id);
+                audit(
+                    &mut tx, "user-erased", actor, None, None, None, None,
+                    Some(serde_json::json!({ "userIdSha256": hashed, "events": events, "exposures": exposures })),
+                )
+                .await?;
+                tx.commit().await?;
+                Ok((events, exposures))
+            }
+
+            async fn purge_events_before(&self, before: i64) -> StoreResult<u64> {
+                let events = sqlx::query("delete from events where ts < $1").bind(before).execute(&self.pool).await?.rows_affected();
+                let quarantined = sqlx::query("delete from quarantine where received_at < $1").bind(before).execute(&self.pool).await?.rows_affected();
+                Ok(events + quarantined)
+            }
+
+            async fn count_events(&self) -> StoreResult<i64> {
+                let (n,): (i64,) = sqlx::query_as("select count(*) from events").fetch_one(&self.pool).await?;
+                Ok(n)
             }
 
             async fn register_client(&self, environment: &str, r: &ClientRegistration) -> StoreResult<()> {

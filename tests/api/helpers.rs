@@ -38,8 +38,11 @@ pub fn pg_admin_url() -> String {
 
 /// A database that exists for one test.
 pub enum TestDb {
-    Sqlite(tempfile::TempDir),
-    Postgres { name: String },
+    /// Kept only so the directory lives as long as the test.
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres {
+        name: String,
+    },
 }
 
 impl Drop for TestDb {
@@ -100,6 +103,7 @@ pub async fn fresh_database(backend: Backend) -> Option<(String, TestDb)> {
 }
 
 /// A running server and a client for it.
+#[allow(dead_code)] // not every test module reads every field
 pub struct TestApp {
     pub address: String,
     pub port: u16,

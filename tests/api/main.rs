@@ -9,4 +9,5 @@ mod client;
 mod frontend;
 mod health;
 mod openapi;
+mod sdk;
 mod state;
