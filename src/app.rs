@@ -12,9 +12,11 @@ use utoipa_actix_web::AppExt;
 use crate::api;
 use crate::api::tokens_registry::TokenRegistry;
 use crate::config::Settings;
+use crate::domain::events::PiiRules;
 use crate::domain::tokens::{
     generate_secret, hash_secret, parse_init_token, TokenKind, TokenScope,
 };
+use crate::ingest::Ingest;
 use crate::snapshot::SnapshotCache;
 use crate::store::{self, Actor, Store};
 
@@ -23,8 +25,13 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub tokens: Arc<TokenRegistry>,
     pub snapshots: Arc<SnapshotCache>,
+    pub ingest: Arc<Ingest>,
+    pub pii: PiiRules,
     pub settings: Settings,
 }
+
+/// How often raw events past the retention period are purged.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// How often each replica re-reads the flag revision, so a change made through
 /// another replica is served within this long.
@@ -47,6 +54,15 @@ impl Application {
         tokio::spawn(tokens.clone().run_reloader());
         let snapshots = SnapshotCache::new(store.clone()).await?;
         tokio::spawn(snapshots.clone().run_poller(REVISION_POLL));
+        let ingest = Ingest::start(store.clone(), settings.ingest_queue_events);
+        tokio::spawn(purge_old_events(
+            store.clone(),
+            settings.event_retention_days,
+        ));
+        let pii = match &settings.pii_keys {
+            Some(keys) => PiiRules::new(keys),
+            None => PiiRules::default_terms(),
+        };
 
         let listener = TcpListener::bind(&settings.addr)
             .map_err(|e| anyhow::anyhow!("binding {}: {e}", settings.addr))?;
@@ -55,6 +71,8 @@ impl Application {
             store,
             tokens,
             snapshots,
+            ingest,
+            pii,
             settings,
         });
         let app_state = state.clone();
@@ -79,9 +97,27 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until SIGINT/SIGTERM (actix handles both and drains connections).
+    /// Serves until SIGINT/SIGTERM: actix stops accepting and finishes in-flight
+    /// requests, then the event writer drains what it accepted.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        self.state.ingest.shutdown().await;
+        tracing::info!("event writer drained; stopped");
+        served
+    }
+}
+
+/// Deletes raw events older than the retention period, hourly.
+async fn purge_old_events(store: Arc<dyn Store>, retention_days: i64) {
+    let mut interval = tokio::time::interval(PURGE_EVERY);
+    loop {
+        interval.tick().await;
+        let before = store::now_ms() - retention_days.saturating_mul(86_400_000);
+        match store.purge_events_before(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "purged events past retention"),
+            Err(e) => tracing::warn!(error = %e, "purging old events failed"),
+        }
     }
 }
 

@@ -67,6 +67,20 @@ pub struct SettingsArgs {
     /// HTTP worker threads [default: one per CPU core].
     #[arg(long, env = "FUSEBOX_WORKERS", global = true)]
     pub workers: Option<usize>,
+    /// Most events one `POST /api/events` batch may hold [default: 10000].
+    #[arg(long, env = "FUSEBOX_MAX_BATCH_EVENTS", global = true)]
+    pub max_batch_events: Option<usize>,
+    /// Raw events older than this many days are rejected on arrival and purged
+    /// [default: 90].
+    #[arg(long, env = "FUSEBOX_EVENT_RETENTION_DAYS", global = true)]
+    pub event_retention_days: Option<i64>,
+    /// Comma-separated property-key terms redacted as personal data [default: email,
+    /// password, token, secret, phone, ssn, credit_card, card_number, api_key].
+    #[arg(long, env = "FUSEBOX_PII_KEYS", global = true)]
+    pub pii_keys: Option<String>,
+    /// Events that may wait for the writer before new batches get 503 [default: 100000].
+    #[arg(long, env = "FUSEBOX_INGEST_QUEUE_EVENTS", global = true)]
+    pub ingest_queue_events: Option<usize>,
     /// Comma-separated origins allowed to call `/api/frontend` and `/ofrep` from a
     /// browser (CORS); `*` for any [default: *].
     #[arg(long, env = "FUSEBOX_CORS_ORIGINS", global = true)]
@@ -87,6 +101,10 @@ struct FileSettings {
     db_pool_size: Option<u32>,
     workers: Option<usize>,
     cors_origins: Option<String>,
+    max_batch_events: Option<usize>,
+    event_retention_days: Option<i64>,
+    pii_keys: Option<String>,
+    ingest_queue_events: Option<usize>,
 }
 
 /// Log output format.
@@ -114,6 +132,14 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// Origins allowed for browser calls to the frontend API and OFREP (`*` = any).
     pub cors_origins: Vec<String>,
+    /// Most events per ingest batch.
+    pub max_batch_events: usize,
+    /// Retention of raw events, in days.
+    pub event_retention_days: i64,
+    /// Property-key terms treated as personal data; `None` = the default list.
+    pub pii_keys: Option<Vec<String>>,
+    /// Bound of the ingest queue, in events.
+    pub ingest_queue_events: usize,
 }
 
 impl Default for Settings {
@@ -130,6 +156,10 @@ impl Default for Settings {
             bootstrap_admin_token: false,
             workers: None,
             cors_origins: vec!["*".into()],
+            max_batch_events: 10_000,
+            event_retention_days: 90,
+            pii_keys: None,
+            ingest_queue_events: 100_000,
         }
     }
 }
@@ -182,6 +212,23 @@ impl Settings {
                 Some(list) => split_list(Some(list)),
                 None => defaults.cors_origins,
             },
+            max_batch_events: args
+                .max_batch_events
+                .or(file.max_batch_events)
+                .unwrap_or(defaults.max_batch_events),
+            event_retention_days: args
+                .event_retention_days
+                .or(file.event_retention_days)
+                .unwrap_or(defaults.event_retention_days),
+            pii_keys: args
+                .pii_keys
+                .clone()
+                .or(file.pii_keys)
+                .map(|list| split_list(Some(list))),
+            ingest_queue_events: args
+                .ingest_queue_events
+                .or(file.ingest_queue_events)
+                .unwrap_or(defaults.ingest_queue_events),
         })
     }
 }

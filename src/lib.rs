@@ -6,6 +6,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod ingest;
 pub mod snapshot;
 pub mod store;
 pub mod telemetry;

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod client;
 pub mod cors;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod frontend;
 pub mod health;
@@ -23,6 +24,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     admin::configure(cfg);
     client::configure(cfg);
     frontend::configure(cfg);
+    events::configure(cfg);
     ofrep::configure(cfg);
 }
 

@@ -22,6 +22,7 @@ use utoipa_swagger_ui::SwaggerUi;
         (name = "admin", description = "Projects, environments, features, strategies, segments, tokens, audit"),
         (name = "client", description = "Unleash client API for server-side SDKs (client tokens)"),
         (name = "frontend", description = "Unleash frontend API for browser SDKs (frontend tokens)"),
+        (name = "events", description = "Event ingestion, quarantine, user export and erasure"),
         (name = "ofrep", description = "OpenFeature Remote Evaluation Protocol (frontend or client tokens)"),
     )
 )]

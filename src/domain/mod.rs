@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod delta;
 pub mod eval;
+pub mod events;
 pub mod model;
 pub mod names;
 pub mod stats;

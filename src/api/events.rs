@@ -1,0 +1,411 @@
+//! Event ingestion (`POST /api/events`) and its admin side: quarantine, and a user's
+//! data export and erasure.
+//!
+//! A batch is validated event by event; rejected events are quarantined with their
+//! raw JSON and reason and never sink the batch. The response (202) is sent only
+//! after the group commit that stored the accepted ones.
+
+use actix_web::http::header;
+use actix_web::{delete, get, post, web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use super::error::{ApiError, ApiResult, Code, ErrorBody};
+use super::extract::{payload_error, AdminToken, Caller, EvaluationToken};
+use crate::app::AppState;
+use crate::domain::events::{self, derive_id, parse_batch, Event, Rules};
+use crate::ingest::SubmitError;
+use crate::snapshot::EnvSnapshot;
+use crate::store::{now_ms, Exposure, NewEvent, NewQuarantine, QuarantineItem, StoredEvent};
+
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(ingest_events)
+        .service(list_quarantine)
+        .service(replay_quarantined)
+        .service(discard_quarantined)
+        .service(export_user)
+        .service(erase_user);
+}
+
+/// Longest raw body kept when a whole body is quarantined.
+const MAX_QUARANTINED_BODY: usize = 64 * 1024;
+
+/// One refused event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RejectedEvent {
+    /// Position in the batch.
+    pub index: usize,
+    /// missing_field, invalid_field, unknown_type, unknown_field, timestamp_in_future,
+    /// timestamp_too_old, score_out_of_range, unknown_feature, environment_not_allowed,
+    /// invalid_event.
+    pub code: String,
+    pub message: String,
+}
+
+/// What happened to a batch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestResponse {
+    /// Events newly stored.
+    pub accepted: usize,
+    /// Events whose id was already stored.
+    pub duplicates: usize,
+    pub rejected: Vec<RejectedEvent>,
+}
+
+/// A batch: a JSON array of events, or `{"events": [...]}`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct EventBatch {
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<serde_json::Value>,
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// Checks what validation cannot know: the event's environment against the token,
+/// and its feature against the environment's flags the token may see.
+fn check_scope(
+    event: &Event,
+    caller: &Caller,
+    snapshot: &EnvSnapshot,
+) -> Result<(), (&'static str, String)> {
+    if let Some(env) = &event.environment {
+        if !caller.scope.allows_environment(env) {
+            return Err((
+                "environment_not_allowed",
+                format!("this token may not send events for environment `{env}`"),
+            ));
+        }
+    }
+    if let Some(feature) = &event.feature {
+        let visible = snapshot
+            .projects
+            .get(feature)
+            .is_some_and(|p| caller.scope.allows_project(p));
+        if !visible {
+            return Err((
+                "unknown_feature",
+                format!(
+                    "feature `{feature}` does not exist in environment `{}`",
+                    snapshot.environment
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn to_new_event(event: Event, environment: &str, received_at: i64) -> NewEvent {
+    NewEvent {
+        id: event.id,
+        environment: event.environment.unwrap_or_else(|| environment.to_string()),
+        kind: event.kind.as_str(),
+        user_id: event.user_id,
+        feature: event.feature,
+        name: event.name,
+        enabled: event.enabled,
+        variant: event.variant,
+        score: event.score,
+        session_id: event.session_id,
+        properties: event
+            .properties
+            .map(|p| serde_json::Value::Object(p).to_string()),
+        ts: event.timestamp_ms,
+        received_at,
+    }
+}
+
+fn submit_error(e: SubmitError) -> ApiError {
+    match e {
+        SubmitError::Busy | SubmitError::Closed => {
+            ApiError::new(Code::ServiceUnavailable, format!("{e}; retry in a second"))
+        }
+        SubmitError::Store(message) => ApiError::internal(anyhow::anyhow!(message)),
+    }
+}
+
+fn busy_response(e: ApiError) -> HttpResponse {
+    let mut response = actix_web::ResponseError::error_response(&e);
+    if e.code == Code::ServiceUnavailable {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// Ingest a batch of exposure, activity, error and feedback events (202 once stored).
+#[utoipa::path(tag = "events", request_body = EventBatch,
+    responses((status = 202, body = IngestResponse), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 413, body = ErrorBody),
+              (status = 503, body = ErrorBody, headers(("Retry-After" = String)))))]
+#[post("/api/events")]
+async fn ingest_events(
+    state: web::Data<AppState>,
+    token: EvaluationToken,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> ApiResult<HttpResponse> {
+    let caller = token.0;
+    let settings = &state.settings;
+    let body = body.map_err(|e| payload_error(e, settings.max_body_bytes))?;
+    let received_at = now_ms();
+    let environment = caller.scope.environment.clone();
+    let raws = match parse_batch(&body) {
+        Ok(raws) => raws,
+        Err(e) => {
+            let record = NewQuarantine {
+                received_at,
+                environment: Some(environment),
+                token_name: Some(caller.token_name.clone()),
+                reason: "invalid_body".into(),
+                message: e.to_string(),
+                raw: truncate(&String::from_utf8_lossy(&body), MAX_QUARANTINED_BODY),
+            };
+            // Keep the evidence even though nothing in the body is usable.
+            if let Err(q) = state.ingest.submit(Vec::new(), vec![record]).await {
+                tracing::warn!(error = %q, "quarantining an unreadable body failed");
+            }
+            return Err(ApiError::new(
+                Code::InvalidJson,
+                format!("not an event batch: {e}"),
+            ));
+        }
+    };
+    if raws.len() > settings.max_batch_events {
+        return Err(ApiError::new(
+            Code::PayloadTooLarge,
+            format!(
+                "a batch may hold at most {} events, this one has {}",
+                settings.max_batch_events,
+                raws.len()
+            ),
+        ));
+    }
+    let snapshot = state.snapshots.env(&environment).await?;
+    let rules = Rules {
+        now_ms: received_at,
+        retention_ms: settings.event_retention_days.saturating_mul(86_400_000),
+        pii: &state.pii,
+    };
+    let mut accepted = Vec::with_capacity(raws.len());
+    let mut rejected = Vec::new();
+    let mut quarantine = Vec::new();
+    for (index, raw) in raws.iter().enumerate() {
+        let outcome = events::validate(raw, &rules)
+            .map_err(|r| (r.code, r.message))
+            .and_then(|mut event| {
+                check_scope(&event, &caller, &snapshot)?;
+                if event.id.is_empty() {
+                    event.id = derive_id(raw);
+                }
+                Ok(event)
+            });
+        match outcome {
+            Ok(event) => accepted.push(to_new_event(event, &environment, received_at)),
+            Err((code, message)) => {
+                quarantine.push(NewQuarantine {
+                    received_at,
+                    environment: Some(environment.clone()),
+                    token_name: Some(caller.token_name.clone()),
+                    reason: code.to_string(),
+                    message: message.clone(),
+                    raw: truncate(&raw.to_string(), MAX_QUARANTINED_BODY),
+                });
+                rejected.push(RejectedEvent {
+                    index,
+                    code: code.to_string(),
+                    message,
+                });
+            }
+        }
+    }
+    let total = accepted.len();
+    let outcome = match state.ingest.submit(accepted, quarantine).await {
+        Ok(outcome) => outcome,
+        Err(e) => return Ok(busy_response(submit_error(e))),
+    };
+    let stored = outcome.stored.iter().filter(|s| **s).count();
+    Ok(HttpResponse::Accepted().json(IngestResponse {
+        accepted: stored,
+        duplicates: total - stored,
+        rejected,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineQuery {
+    /// Only records with this rejection code.
+    pub reason: Option<String>,
+    /// At most this many (1-1000, default 100), newest first.
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuarantineResponse {
+    pub items: Vec<QuarantineItem>,
+}
+
+/// List quarantined events, newest first.
+#[utoipa::path(tag = "events", params(QuarantineQuery),
+    responses((status = 200, body = QuarantineResponse), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+#[get("/api/admin/events/quarantine")]
+async fn list_quarantine(
+    state: web::Data<AppState>,
+    _auth: AdminToken,
+    query: web::Query<QuarantineQuery>,
+) -> ApiResult<HttpResponse> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
+    }
+    let items = state
+        .store
+        .list_quarantine(query.reason.as_deref(), limit)
+        .await?;
+    Ok(HttpResponse::Ok().json(QuarantineResponse { items }))
+}
+
+/// The result of a replay.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayResponse {
+    /// `accepted` (stored now) or `duplicate` (its id was already stored).
+    pub outcome: String,
+}
+
+/// Validate a quarantined event again (e.g. after its feature was created); if it now
+/// passes it is stored and leaves the quarantine, otherwise 422 with the reason.
+#[utoipa::path(tag = "events", params(("id" = i64, Path, description = "Quarantine record id")),
+    responses((status = 200, body = ReplayResponse), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+#[post("/api/admin/events/quarantine/{id}/replay")]
+async fn replay_quarantined(
+    state: web::Data<AppState>,
+    _auth: AdminToken,
+    path: web::Path<i64>,
+) -> ApiResult<HttpResponse> {
+    let id = path.into_inner();
+    let item = state.store.get_quarantine(id).await?;
+    let unprocessable = |message: String| ApiError::new(Code::Unprocessable, message);
+    let raw: serde_json::Value = serde_json::from_str(&item.raw).map_err(|_| {
+        unprocessable("the quarantined record is not a JSON event; discard it".into())
+    })?;
+    let environment = item
+        .environment
+        .clone()
+        .ok_or_else(|| unprocessable("the record has no environment".into()))?;
+    let received_at = now_ms();
+    let rules = Rules {
+        now_ms: received_at,
+        retention_ms: state
+            .settings
+            .event_retention_days
+            .saturating_mul(86_400_000),
+        pii: &state.pii,
+    };
+    let mut event = events::validate(&raw, &rules)
+        .map_err(|r| unprocessable(format!("{}: {}", r.code, r.message)))?;
+    let snapshot = state.snapshots.env(&environment).await?;
+    if let Some(feature) = &event.feature {
+        if !snapshot.projects.contains_key(feature) {
+            return Err(unprocessable(format!(
+                "unknown_feature: feature `{feature}` does not exist in environment `{environment}`"
+            )));
+        }
+    }
+    if event.id.is_empty() {
+        event.id = derive_id(&raw);
+    }
+    let outcome = state
+        .ingest
+        .submit(
+            vec![to_new_event(event, &environment, received_at)],
+            Vec::new(),
+        )
+        .await
+        .map_err(submit_error)?;
+    state.store.delete_quarantine(id).await?;
+    let stored = outcome.stored.first().copied().unwrap_or(false);
+    Ok(HttpResponse::Ok().json(ReplayResponse {
+        outcome: if stored { "accepted" } else { "duplicate" }.into(),
+    }))
+}
+
+/// Discard a quarantined record.
+#[utoipa::path(tag = "events", params(("id" = i64, Path, description = "Quarantine record id")),
+    responses((status = 204, description = "Discarded"), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[delete("/api/admin/events/quarantine/{id}")]
+async fn discard_quarantined(
+    state: web::Data<AppState>,
+    _auth: AdminToken,
+    path: web::Path<i64>,
+) -> ApiResult<HttpResponse> {
+    state.store.delete_quarantine(path.into_inner()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Everything stored about one user.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserDataResponse {
+    pub user_id: String,
+    pub events: Vec<StoredEvent>,
+    pub exposures: Vec<Exposure>,
+}
+
+/// Export everything stored for a user (events and cohort assignments).
+#[utoipa::path(tag = "events", params(("user_id" = String, Path)),
+    responses((status = 200, body = UserDataResponse), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody)))]
+#[get("/api/admin/users/{user_id}/events")]
+async fn export_user(
+    state: web::Data<AppState>,
+    _auth: AdminToken,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let user_id = path.into_inner();
+    let (events, exposures) = state.store.user_data(&user_id).await?;
+    Ok(HttpResponse::Ok().json(UserDataResponse {
+        user_id,
+        events,
+        exposures,
+    }))
+}
+
+/// What an erasure removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EraseResponse {
+    pub events: u64,
+    pub exposures: u64,
+}
+
+/// Erase everything stored for a user (audited with a hash of the id, not the id).
+#[utoipa::path(tag = "events", params(("user_id" = String, Path)),
+    responses((status = 200, body = EraseResponse), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody)))]
+#[delete("/api/admin/users/{user_id}")]
+async fn erase_user(
+    state: web::Data<AppState>,
+    auth: AdminToken,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let (events, exposures) = state
+        .store
+        .erase_user(&path.into_inner(), &auth.0.actor())
+        .await?;
+    Ok(HttpResponse::Ok().json(EraseResponse { events, exposures }))
+}

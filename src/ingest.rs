@@ -1,0 +1,197 @@
+//! The event writer: one task that group-commits concurrent batches.
+//!
+//! Handlers validate a batch and `submit` it; the writer takes whatever has queued
+//! up (up to `MAX_GROUP_EVENTS`) and stores it in one transaction, then answers each
+//! submitter with which of its events were new. A 202 is only sent after that commit,
+//! so an acknowledged event is durable. Memory is bounded by a semaphore counted in
+//! events: when it is exhausted, `submit` fails fast with `Busy` (the API answers 503
+//! with Retry-After) instead of queueing more. `shutdown` drains what was accepted.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::store::{NewEvent, NewQuarantine, Store};
+
+/// Most events one transaction takes: large enough to amortise the commit, small
+/// enough to keep latency and lock time bounded.
+const MAX_GROUP_EVENTS: usize = 20_000;
+
+/// Why a batch was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the ingest queue is full")]
+    Busy,
+    #[error("the server is shutting down")]
+    Closed,
+    #[error("storing events failed: {0}")]
+    Store(String),
+}
+
+/// For each submitted event, in order: `true` if newly stored, `false` if its id
+/// was already stored (a duplicate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub stored: Vec<bool>,
+}
+
+struct Job {
+    events: Vec<NewEvent>,
+    quarantine: Vec<NewQuarantine>,
+    _permits: OwnedSemaphorePermit,
+    reply: oneshot::Sender<Result<Outcome, SubmitError>>,
+}
+
+enum Message {
+    Job(Job),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Handle to the writer task.
+pub struct Ingest {
+    tx: mpsc::UnboundedSender<Message>,
+    permits: Arc<Semaphore>,
+    capacity: usize,
+    closed: AtomicBool,
+}
+
+impl Ingest {
+    /// Starts the writer; `queue_events` bounds the events waiting to be written.
+    pub fn start(store: Arc<dyn Store>, queue_events: usize) -> Arc<Ingest> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let capacity = queue_events.max(1);
+        tokio::spawn(run_writer(store, rx));
+        Arc::new(Ingest {
+            tx,
+            permits: Arc::new(Semaphore::new(capacity)),
+            capacity,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Events (and quarantine records) currently queued or being written.
+    pub fn queued(&self) -> usize {
+        self.capacity - self.permits.available_permits()
+    }
+
+    /// Takes queue capacity without submitting anything (to shed load deliberately,
+    /// e.g. during maintenance); released when the permit is dropped.
+    pub fn try_reserve(&self, events: usize) -> Option<OwnedSemaphorePermit> {
+        let n = u32::try_from(events).ok()?;
+        self.permits.clone().try_acquire_many_owned(n).ok()
+    }
+
+    /// Queues a batch and waits until it is committed.
+    pub async fn submit(
+        &self,
+        events: Vec<NewEvent>,
+        quarantine: Vec<NewQuarantine>,
+    ) -> Result<Outcome, SubmitError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(SubmitError::Closed);
+        }
+        let weight = (events.len() + quarantine.len()).max(1);
+        let weight = u32::try_from(weight.min(self.capacity)).map_err(|_| SubmitError::Busy)?;
+        let permits = self
+            .permits
+            .clone()
+            .try_acquire_many_owned(weight)
+            .map_err(|_| SubmitError::Busy)?;
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Message::Job(Job {
+                events,
+                quarantine,
+                _permits: permits,
+                reply,
+            }))
+            .map_err(|_| SubmitError::Closed)?;
+        answer.await.map_err(|_| SubmitError::Closed)?
+    }
+
+    /// Refuses new batches and waits until everything accepted so far is written.
+    pub async fn shutdown(&self) {
+        self.closed.store(true, Ordering::Release);
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Message::Shutdown(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+async fn run_writer(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Message>) {
+    while let Some(message) = rx.recv().await {
+        let first = match message {
+            Message::Job(job) => job,
+            Message::Shutdown(done) => {
+                let _ = done.send(());
+                return;
+            }
+        };
+        let mut group = vec![first];
+        let mut size = group[0].events.len();
+        let mut shutdown = None;
+        while size < MAX_GROUP_EVENTS {
+            match rx.try_recv() {
+                Ok(Message::Job(job)) => {
+                    size += job.events.len();
+                    group.push(job);
+                }
+                Ok(Message::Shutdown(done)) => {
+                    shutdown = Some(done);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        write_group(store.as_ref(), group).await;
+        if let Some(done) = shutdown {
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+/// Writes a group in one transaction and answers every job in it.
+async fn write_group(store: &dyn Store, group: Vec<Job>) {
+    // An id repeated within the group is stored once: its later copies are duplicates.
+    let mut seen = HashSet::new();
+    let mut events = Vec::new();
+    let mut quarantine = Vec::new();
+    let mut first_copy: Vec<Vec<bool>> = Vec::with_capacity(group.len());
+    for job in &group {
+        let mut flags = Vec::with_capacity(job.events.len());
+        for e in &job.events {
+            let fresh = seen.insert(e.id.clone());
+            if fresh {
+                events.push(e.clone());
+            }
+            flags.push(fresh);
+        }
+        first_copy.push(flags);
+        quarantine.extend(job.quarantine.iter().cloned());
+    }
+    let result = store.ingest(&events, &quarantine).await;
+    match result {
+        Ok(inserted) => {
+            for (job, flags) in group.into_iter().zip(first_copy) {
+                let stored = job
+                    .events
+                    .iter()
+                    .zip(flags)
+                    .map(|(e, fresh)| fresh && inserted.contains(&e.id))
+                    .collect();
+                let _ = job.reply.send(Ok(Outcome { stored }));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error.cause_chain = ?e, events = events.len(), "writing an event group failed");
+            let message = e.to_string();
+            for job in group {
+                let _ = job.reply.send(Err(SubmitError::Store(message.clone())));
+            }
+        }
+    }
+}

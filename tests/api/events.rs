@@ -1,0 +1,389 @@
+//! Event ingestion: validation with quarantine, duplicates, gzip, limits,
+//! backpressure, PII redaction, cohorts, replay, export and erasure.
+
+use std::io::Write;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{
+    json_with_status, spawn_app_with, Backend, TestApp, CLIENT_TOKEN, FRONTEND_TOKEN,
+};
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+async fn send(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
+    app.request(Method::POST, "/api/events")
+        .header("Authorization", token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn with_feature(app: &TestApp, name: &str) {
+    app.create_feature(name).await;
+}
+
+fn exposure(user: &str, feature: &str, enabled: bool, ts: i64) -> Value {
+    json!({"type": "exposure", "user_id": user, "feature": feature, "enabled": enabled, "timestamp": ts})
+}
+
+async fn a_batch_is_accepted_except_its_invalid_events_which_are_quarantined(app: TestApp) {
+    with_feature(&app, "checkout").await;
+    let t = now_ms();
+    let batch = json!([
+        exposure("u1", "checkout", true, t),
+        {"type": "activity", "user_id": "u1", "name": "session_start", "timestamp": chrono::Utc::now().to_rfc3339()},
+        {"type": "activity", "user_id": "u1", "timestamp": t},
+        {"type": "exposure", "user_id": "u2", "feature": "checkout", "enabled": "yes", "timestamp": t},
+        {"type": "click", "user_id": "u3", "timestamp": t},
+        {"type": "activity", "user_id": "u4", "name": "x", "timestamp": t + 3_600_000},
+        {"type": "activity", "user_id": "u5", "name": "x", "timestamp": t - 200 * 86_400_000_i64},
+        {"type": "feedback", "user_id": "u6", "feature": "checkout", "score": 1.5, "timestamp": t},
+        exposure("u7", "no-such-flag", true, t),
+        {"type": "error", "user_id": "u8", "name": "timeout", "timestamp": t, "environment": "production"},
+        {"type": "error", "user_id": "u9", "name": "timeout", "timestamp": t, "colour": "red"},
+        "not an object",
+        {"type": "feedback", "user_id": "u10", "feature": "checkout", "score": 0.8, "timestamp": t}
+    ]);
+    let body = json_with_status(send(&app, CLIENT_TOKEN, &batch).await, 202).await;
+    assert_eq!(body["accepted"], 3, "{body}");
+    assert_eq!(body["duplicates"], 0);
+    let codes: Vec<(u64, &str)> = body["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["index"].as_u64().unwrap(), r["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            (2, "missing_field"),
+            (3, "invalid_field"),
+            (4, "unknown_type"),
+            (5, "timestamp_in_future"),
+            (6, "timestamp_too_old"),
+            (7, "score_out_of_range"),
+            (8, "unknown_feature"),
+            (9, "environment_not_allowed"),
+            (10, "unknown_field"),
+            (11, "invalid_event"),
+        ]
+    );
+    for r in body["rejected"].as_array().unwrap() {
+        assert!(!r["message"].as_str().unwrap().is_empty());
+    }
+    let q = json_with_status(app.get("/api/admin/events/quarantine").await, 200).await;
+    assert_eq!(q["items"].as_array().unwrap().len(), 10);
+    let q = json_with_status(
+        app.get("/api/admin/events/quarantine?reason=score_out_of_range")
+            .await,
+        200,
+    )
+    .await;
+    let items = q["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    let raw: Value = serde_json::from_str(items[0]["raw"].as_str().unwrap()).unwrap();
+    assert_eq!(raw["score"], 1.5);
+    assert_eq!(items[0]["environment"], "development");
+}
+
+async fn redelivered_events_are_counted_as_duplicates(app: TestApp) {
+    with_feature(&app, "f").await;
+    let t = now_ms();
+    let batch = json!({"events": [
+        {"id": "8f0e6a62-1d5b-4c8e-9a3e-0c8b7e1f2a11", "type": "activity", "user_id": "u1", "name": "a", "timestamp": t},
+        {"type": "activity", "user_id": "u1", "name": "b", "timestamp": t},
+        {"type": "activity", "user_id": "u1", "name": "b", "timestamp": t}
+    ]});
+    let first = json_with_status(send(&app, CLIENT_TOKEN, &batch).await, 202).await;
+    assert_eq!(
+        (first["accepted"].as_u64(), first["duplicates"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let again = json_with_status(send(&app, FRONTEND_TOKEN, &batch).await, 202).await;
+    assert_eq!(
+        (again["accepted"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(3))
+    );
+    // Same content, keys in another order: the derived id is the same.
+    let reordered = json!([{"timestamp": t, "name": "b", "user_id": "u1", "type": "activity"}]);
+    let r = json_with_status(send(&app, CLIENT_TOKEN, &reordered).await, 202).await;
+    assert_eq!(r["duplicates"], 1);
+    let export = json_with_status(app.get("/api/admin/users/u1/events").await, 200).await;
+    assert_eq!(export["events"].as_array().unwrap().len(), 2);
+}
+
+async fn gzip_bodies_are_accepted_and_garbage_is_quarantined_whole(app: TestApp) {
+    let t = now_ms();
+    let body = serde_json::to_vec(
+        &json!([{"type": "activity", "user_id": "z", "name": "a", "timestamp": t}]),
+    )
+    .unwrap();
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(&body).unwrap();
+    let gz = encoder.finish().unwrap();
+    let r = app
+        .request(Method::POST, "/api/events")
+        .header("Authorization", CLIENT_TOKEN)
+        .header("Content-Type", "application/json")
+        .header("Content-Encoding", "gzip")
+        .body(gz)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_with_status(r, 202).await["accepted"], 1);
+
+    let r = app
+        .request(Method::POST, "/api/events")
+        .header("Authorization", CLIENT_TOKEN)
+        .header("Content-Type", "application/json")
+        .body("this is not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_with_status(r, 400).await["code"], "invalid_json");
+    let q = json_with_status(
+        app.get("/api/admin/events/quarantine?reason=invalid_body")
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(q["items"][0]["raw"], "this is not json");
+    let r = send(&app, CLIENT_TOKEN, &json!({"nope": 1})).await;
+    assert_eq!(r.status(), 400);
+    let r = app
+        .request(Method::POST, "/api/events")
+        .header("Authorization", crate::helpers::ADMIN_TOKEN)
+        .json(&json!([]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+async fn properties_that_look_personal_are_redacted(app: TestApp) {
+    let t = now_ms();
+    let batch = json!([{"type": "activity", "user_id": "p1", "name": "signup", "timestamp": t, "properties": {
+        "Email": "a@b.example", "plan": "pro", "nested": {"user_password": "hunter2", "count": 3},
+        "note": "write to me at someone@example.com", "card": "4111 1111 1111 1111", "order": "1234567890123"
+    }}]);
+    json_with_status(send(&app, CLIENT_TOKEN, &batch).await, 202).await;
+    let export = json_with_status(app.get("/api/admin/users/p1/events").await, 200).await;
+    let props = &export["events"][0]["properties"];
+    assert_eq!(props["Email"], "[REDACTED]");
+    assert_eq!(props["plan"], "pro");
+    assert_eq!(props["nested"]["user_password"], "[REDACTED]");
+    assert_eq!(props["nested"]["count"], 3);
+    assert_eq!(props["note"], "[REDACTED]");
+    assert_eq!(props["card"], "[REDACTED]");
+    assert_eq!(
+        props["order"], "1234567890123",
+        "a number that fails Luhn is not a card"
+    );
+}
+
+async fn the_first_exposure_fixes_the_cohort_and_later_changes_are_crossovers(app: TestApp) {
+    with_feature(&app, "cohort").await;
+    let t = now_ms() - 60_000;
+    // Delivered out of order: the earlier exposure (enabled) arrives second.
+    json_with_status(
+        send(
+            &app,
+            CLIENT_TOKEN,
+            &json!([exposure("c1", "cohort", false, t + 1000)]),
+        )
+        .await,
+        202,
+    )
+    .await;
+    json_with_status(
+        send(
+            &app,
+            CLIENT_TOKEN,
+            &json!([exposure("c1", "cohort", true, t)]),
+        )
+        .await,
+        202,
+    )
+    .await;
+    json_with_status(
+        send(
+            &app,
+            CLIENT_TOKEN,
+            &json!([
+                exposure("c1", "cohort", true, t + 2000),
+                exposure("c2", "cohort", true, t)
+            ]),
+        )
+        .await,
+        202,
+    )
+    .await;
+    let export = json_with_status(app.get("/api/admin/users/c1/events").await, 200).await;
+    let x = &export["exposures"][0];
+    assert_eq!(x["enabled"], true);
+    assert_eq!(x["t0"], t);
+    assert_eq!(x["exposureCount"], 3);
+    assert_eq!(x["crossovers"], 1);
+    assert_eq!(x["lastSeen"], t + 2000);
+}
+
+async fn quarantined_events_can_be_replayed_or_discarded(app: TestApp) {
+    let t = now_ms();
+    let r = send(
+        &app,
+        CLIENT_TOKEN,
+        &json!([
+            exposure("r1", "later", true, t),
+            exposure("r2", "later", true, t)
+        ]),
+    )
+    .await;
+    assert_eq!(
+        json_with_status(r, 202).await["rejected"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let q = json_with_status(
+        app.get("/api/admin/events/quarantine?reason=unknown_feature")
+            .await,
+        200,
+    )
+    .await;
+    let ids: Vec<i64> = q["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_i64().unwrap())
+        .collect();
+    let r = app
+        .post(
+            &format!("/api/admin/events/quarantine/{}/replay", ids[0]),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(json_with_status(r, 422).await["code"], "unprocessable");
+    with_feature(&app, "later").await;
+    let r = app
+        .post(
+            &format!("/api/admin/events/quarantine/{}/replay", ids[0]),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(json_with_status(r, 200).await["outcome"], "accepted");
+    assert_eq!(
+        app.delete(&format!("/api/admin/events/quarantine/{}", ids[1]))
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        app.delete(&format!("/api/admin/events/quarantine/{}", ids[1]))
+            .await
+            .status(),
+        404
+    );
+    let q = json_with_status(app.get("/api/admin/events/quarantine").await, 200).await;
+    assert!(q["items"].as_array().unwrap().is_empty());
+    assert_eq!(
+        app.post("/api/admin/events/quarantine/999/replay", &json!({}))
+            .await
+            .status(),
+        404
+    );
+}
+
+async fn a_user_can_be_exported_and_erased_and_old_events_purged(app: TestApp) {
+    with_feature(&app, "gdpr").await;
+    let t = now_ms();
+    let batch = json!([
+        exposure("erase-me", "gdpr", true, t),
+        {"type": "activity", "user_id": "erase-me", "name": "a", "timestamp": t},
+        {"type": "activity", "user_id": "keep-me", "name": "a", "timestamp": t}
+    ]);
+    json_with_status(send(&app, CLIENT_TOKEN, &batch).await, 202).await;
+    let export = json_with_status(app.get("/api/admin/users/erase-me/events").await, 200).await;
+    assert_eq!(export["events"].as_array().unwrap().len(), 2);
+    assert_eq!(export["exposures"].as_array().unwrap().len(), 1);
+    let erased = json_with_status(app.delete("/api/admin/users/erase-me").await, 200).await;
+    assert_eq!(
+        (erased["events"].as_u64(), erased["exposures"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let export = json_with_status(app.get("/api/admin/users/erase-me/events").await, 200).await;
+    assert!(export["events"].as_array().unwrap().is_empty());
+    let audit = json_with_status(app.get("/api/admin/events?limit=1").await, 200).await;
+    assert_eq!(audit["events"][0]["type"], "user-erased");
+    assert!(
+        !audit.to_string().contains("erase-me"),
+        "the audit log must not keep the erased id"
+    );
+
+    assert_eq!(app.state.store.count_events().await.unwrap(), 1);
+    let purged = app.state.store.purge_events_before(t + 1).await.unwrap();
+    assert_eq!(purged, 1);
+    assert_eq!(app.state.store.count_events().await.unwrap(), 0);
+}
+
+crate::both_backends!(
+    a_batch_is_accepted_except_its_invalid_events_which_are_quarantined,
+    redelivered_events_are_counted_as_duplicates,
+    gzip_bodies_are_accepted_and_garbage_is_quarantined_whole,
+    properties_that_look_personal_are_redacted,
+    the_first_exposure_fixes_the_cohort_and_later_changes_are_crossovers,
+    quarantined_events_can_be_replayed_or_discarded,
+    a_user_can_be_exported_and_erased_and_old_events_purged,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_and_batches_get_413_with_the_limit() {
+    let app = spawn_app_with(Backend::Sqlite, |mut s| {
+        s.max_batch_events = 3;
+        s.max_body_bytes = 2048;
+        s
+    })
+    .await
+    .unwrap();
+    let t = now_ms();
+    let four: Vec<Value> = (0..4).map(|i| json!({"type": "activity", "user_id": format!("u{i}"), "name": "a", "timestamp": t})).collect();
+    let body = json_with_status(send(&app, CLIENT_TOKEN, &Value::Array(four)).await, 413).await;
+    assert!(
+        body["message"].as_str().unwrap().contains("at most 3"),
+        "{body}"
+    );
+    let big =
+        json!([{"type": "activity", "user_id": "u", "name": "x".repeat(4000), "timestamp": t}]);
+    let body = json_with_status(send(&app, CLIENT_TOKEN, &big).await, 413).await;
+    assert!(body["message"].as_str().unwrap().contains("2048"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_ingest_queue_answers_503_with_retry_after() {
+    let app = spawn_app_with(Backend::Sqlite, |mut s| {
+        s.ingest_queue_events = 10;
+        s
+    })
+    .await
+    .unwrap();
+    let t = now_ms();
+    let batch = json!([{"type": "activity", "user_id": "q", "name": "a", "timestamp": t}]);
+    // Hold the whole queue, as a burst of slow writes would.
+    let held = app.state.ingest.try_reserve(10).expect("queue capacity");
+    let r = send(&app, CLIENT_TOKEN, &batch).await;
+    assert_eq!(r.headers().get("retry-after").unwrap(), "1");
+    assert_eq!(
+        json_with_status(r, 503).await["code"],
+        "service_unavailable"
+    );
+    drop(held);
+    assert_eq!(
+        json_with_status(send(&app, CLIENT_TOKEN, &batch).await, 202).await["accepted"],
+        1
+    );
+}
