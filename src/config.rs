@@ -30,6 +30,8 @@ pub enum Command {
     Serve,
     /// Print the OpenAPI document to stdout.
     Openapi,
+    /// Load-test event ingestion (starts a server unless --url is given).
+    Loadgen(crate::loadgen::LoadgenArgs),
 }
 
 /// Every setting, as a flag with its environment variable. All optional so that the

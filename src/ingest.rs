@@ -54,19 +54,30 @@ pub struct Ingest {
     tx: mpsc::UnboundedSender<Message>,
     permits: Arc<Semaphore>,
     capacity: usize,
+    writers: usize,
     closed: AtomicBool,
 }
 
 impl Ingest {
-    /// Starts the writer; `queue_events` bounds the events waiting to be written.
+    /// Starts the writers; `queue_events` bounds the events waiting to be written.
+    /// SQLite has one writer (it serialises writes anyway); PostgreSQL commits groups
+    /// in parallel, which keeps its round trips from capping throughput.
     pub fn start(store: Arc<dyn Store>, queue_events: usize) -> Arc<Ingest> {
         let (tx, rx) = mpsc::unbounded_channel();
         let capacity = queue_events.max(1);
-        tokio::spawn(run_writer(store, rx));
+        let writers = match store.backend() {
+            crate::store::Backend::Sqlite => 1,
+            crate::store::Backend::Postgres => 3,
+        };
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..writers {
+            tokio::spawn(run_writer(store.clone(), rx.clone()));
+        }
         Arc::new(Ingest {
             tx,
             permits: Arc::new(Semaphore::new(capacity)),
             capacity,
+            writers,
             closed: AtomicBool::new(false),
         })
     }
@@ -114,38 +125,59 @@ impl Ingest {
     /// Refuses new batches and waits until everything accepted so far is written.
     pub async fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
-        let (done, wait) = oneshot::channel();
-        if self.tx.send(Message::Shutdown(done)).is_ok() {
+        // Every writer must see a Shutdown; each stops at its own, after the jobs
+        // queued before it. Waiting for all permits proves nothing is left in flight.
+        let mut waits = Vec::new();
+        for _ in 0..self.writers {
+            let (done, wait) = oneshot::channel();
+            if self.tx.send(Message::Shutdown(done)).is_ok() {
+                waits.push(wait);
+            }
+        }
+        for wait in waits {
             let _ = wait.await;
         }
+        let all = u32::try_from(self.capacity).unwrap_or(u32::MAX);
+        let _ = self.permits.acquire_many(all).await;
     }
 }
 
-async fn run_writer(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Message>) {
-    while let Some(message) = rx.recv().await {
-        let first = match message {
-            Message::Job(job) => job,
-            Message::Shutdown(done) => {
-                let _ = done.send(());
+type Receiver = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Message>>>;
+
+async fn run_writer(store: Arc<dyn Store>, rx: Receiver) {
+    loop {
+        // Take a group while holding the queue, then write it without holding it, so
+        // other writers can gather the next group meanwhile.
+        let (group, shutdown) = {
+            let mut rx = rx.lock().await;
+            let Some(message) = rx.recv().await else {
                 return;
+            };
+            let first = match message {
+                Message::Job(job) => job,
+                Message::Shutdown(done) => {
+                    let _ = done.send(());
+                    return;
+                }
+            };
+            let mut group = vec![first];
+            let mut size = group[0].events.len();
+            let mut shutdown = None;
+            while size < MAX_GROUP_EVENTS {
+                match rx.try_recv() {
+                    Ok(Message::Job(job)) => {
+                        size += job.events.len();
+                        group.push(job);
+                    }
+                    Ok(Message::Shutdown(done)) => {
+                        shutdown = Some(done);
+                        break;
+                    }
+                    Err(_) => break,
+                }
             }
+            (group, shutdown)
         };
-        let mut group = vec![first];
-        let mut size = group[0].events.len();
-        let mut shutdown = None;
-        while size < MAX_GROUP_EVENTS {
-            match rx.try_recv() {
-                Ok(Message::Job(job)) => {
-                    size += job.events.len();
-                    group.push(job);
-                }
-                Ok(Message::Shutdown(done)) => {
-                    shutdown = Some(done);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
         write_group(store.as_ref(), group).await;
         if let Some(done) = shutdown {
             let _ = done.send(());

@@ -7,6 +7,7 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod ingest;
+pub mod loadgen;
 pub mod snapshot;
 pub mod store;
 pub mod telemetry;

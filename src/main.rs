@@ -8,9 +8,13 @@ use fusebox::config::{Cli, Command, Settings};
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(&cli.settings)?;
-    if let Some(Command::Openapi) = cli.command {
-        println!("{}", fusebox::api::openapi::document_json());
-        return Ok(());
+    match cli.command {
+        Some(Command::Openapi) => {
+            println!("{}", fusebox::api::openapi::document_json());
+            return Ok(());
+        }
+        Some(Command::Loadgen(args)) => return fusebox::loadgen::run(args).await,
+        Some(Command::Serve) | None => {}
     }
     fusebox::telemetry::init(settings.log_format);
     let app = Application::build(settings.clone()).await?;

@@ -15,7 +15,6 @@ create table events (
     received_at bigint not null
 );
 create index events_env_user_ts on events(environment, user_id, ts);
-create index events_ts on events(ts);
 
 -- The first exposure of (environment, feature, user) fixes the cohort and t0
 -- (intention-to-treat); later exposures with another assignment are crossovers.

@@ -6,6 +6,7 @@ mod helpers;
 mod admin;
 mod auth;
 mod client;
+mod crash;
 mod events;
 mod frontend;
 mod health;

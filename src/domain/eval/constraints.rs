@@ -140,12 +140,12 @@ impl Op {
                 .and_then(|v| v.partial_cmp(target))
                 .is_some_and(|o| cmp.holds(o)),
             Op::Date(cmp, target) => {
-                let now = match (value, field) {
+                let instant = match (value, field) {
                     (Some(v), _) => parse_date(v),
                     (None, ContextField::CurrentTime) => Some(Utc::now()),
                     (None, _) => None,
                 };
-                now.is_some_and(|t| cmp.holds(t.cmp(target)))
+                instant.is_some_and(|t| cmp.holds(t.cmp(target)))
             }
             Op::Semver(cmp, target) => value
                 .and_then(parse_semver)

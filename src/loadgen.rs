@@ -1,0 +1,446 @@
+//! `fusebox loadgen`: sends realistic mixed event batches over HTTP from several
+//! keep-alive connections and reports sustained accepted events/s, batch latency
+//! percentiles and the server's RSS.
+//!
+//! By default it starts the server itself (this binary, a temporary SQLite file or
+//! `--database-url`), so one command measures client and server together on one
+//! machine. The HTTP client is a minimal HTTP/1.1 writer/reader: a general client
+//! would cost the (shared) CPU that the server needs.
+
+use std::fmt::Write as _;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// Options of `fusebox loadgen`.
+#[derive(Debug, Args, Clone)]
+pub struct LoadgenArgs {
+    /// Target server (`http://host:port`); without it a server is started.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Client token for `/api/events` (with --url).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Admin token (with --url), used to create the features exposures refer to.
+    #[arg(long)]
+    pub admin_token: Option<String>,
+    /// Database for the started server [default: a temporary SQLite file].
+    #[arg(long = "database-url")]
+    pub database_url: Option<String>,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Events per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// How long to send, in seconds (after a 1 s warm-up that is not counted).
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Distinct users the events are spread over.
+    #[arg(long, default_value_t = 100_000)]
+    pub users: u64,
+    /// PID of the server, for RSS (with --url).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+}
+
+const FEATURES: [&str; 4] = [
+    "loadgen.checkout",
+    "loadgen.search",
+    "loadgen.onboarding",
+    "loadgen.pricing",
+];
+const ADMIN: &str = "*:*.loadgen-admin";
+const CLIENT: &str = "*:development.loadgen-client";
+
+struct Target {
+    host_port: String,
+    token: String,
+    admin_token: String,
+    child: Option<Child>,
+    pid: Option<u32>,
+    _dir: Option<TempDir>,
+}
+
+/// A temporary folder removed on drop (std only; `tempfile` is a dev-dependency).
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs the load and prints the report.
+pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
+    let target = start_target(&args)?;
+    wait_healthy(&target.host_port).await?;
+    for f in FEATURES {
+        let body = format!("{{\"name\":\"{f}\"}}");
+        let (status, _) = request(
+            &target.host_port,
+            "POST",
+            "/api/admin/projects/default/features",
+            &target.admin_token,
+            &body,
+        )
+        .await?;
+        if status != 201 && status != 409 {
+            anyhow::bail!("creating feature {f} answered {status}");
+        }
+    }
+    let backend = match &args.database_url {
+        Some(u) if u.starts_with("postgres") => "postgresql",
+        Some(_) => "sqlite",
+        None if args.url.is_some() => "remote",
+        None => "sqlite",
+    };
+    println!(
+        "fusebox loadgen: {} connections x {}-event batches for {} s against {} ({})",
+        args.connections,
+        args.batch,
+        args.seconds,
+        target.host_port,
+        if target.child.is_some() {
+            format!("started, {backend}")
+        } else {
+            "external".into()
+        }
+    );
+
+    let warmup = Duration::from_secs(1);
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + Duration::from_secs(args.seconds);
+    let mut tasks = Vec::new();
+    for c in 0..args.connections {
+        let host = target.host_port.clone();
+        let token = target.token.clone();
+        let (batch, users) = (args.batch, args.users);
+        tasks.push(tokio::spawn(async move {
+            connection(c as u64, host, token, batch, users, measure_from, end).await
+        }));
+    }
+    let mut rss_peak_kb = 0;
+    let pid = target.pid;
+    let sampler = tokio::spawn(async move {
+        let mut peak = 0;
+        while Instant::now() < end {
+            if let Some(kb) = pid.and_then(|p| rss_kb(p, "VmRSS")) {
+                peak = peak.max(kb);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        peak
+    });
+    let mut stats = Stats::default();
+    for t in tasks {
+        stats.merge(t.await??);
+    }
+    rss_peak_kb = rss_peak_kb.max(sampler.await.unwrap_or(0));
+    let elapsed = Instant::now()
+        .duration_since(measure_from)
+        .as_secs_f64()
+        .max(0.001);
+    stats.latencies_ms.sort_by(f64::total_cmp);
+    let pct = |q: f64| -> f64 {
+        let v = &stats.latencies_ms;
+        if v.is_empty() {
+            return 0.0;
+        }
+        v[((v.len() as f64 - 1.0) * q).round() as usize]
+    };
+    println!(
+        "accepted {} events in {:.1} s = {:.0} events/s; duplicates {}; rejected {}; 503s {}; batches {}",
+        stats.accepted,
+        elapsed,
+        stats.accepted as f64 / elapsed,
+        stats.duplicates,
+        stats.rejected,
+        stats.busy,
+        stats.latencies_ms.len()
+    );
+    println!(
+        "batch latency p50 {:.1} ms, p99 {:.1} ms",
+        pct(0.50),
+        pct(0.99)
+    );
+    if let Some(pid) = target.pid {
+        let now = rss_kb(pid, "VmRSS").unwrap_or(0);
+        let hwm = rss_kb(pid, "VmHWM").unwrap_or(0);
+        println!(
+            "server RSS {:.0} MB at the end, sampled peak {:.0} MB, high-water mark {:.0} MB",
+            now as f64 / 1024.0,
+            rss_peak_kb as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        );
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Stats {
+    accepted: u64,
+    duplicates: u64,
+    rejected: u64,
+    busy: u64,
+    latencies_ms: Vec<f64>,
+}
+
+impl Stats {
+    fn merge(&mut self, other: Stats) {
+        self.accepted += other.accepted;
+        self.duplicates += other.duplicates;
+        self.rejected += other.rejected;
+        self.busy += other.busy;
+        self.latencies_ms.extend(other.latencies_ms);
+    }
+}
+
+fn start_target(args: &LoadgenArgs) -> anyhow::Result<Target> {
+    if let Some(url) = &args.url {
+        let host_port = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        return Ok(Target {
+            host_port,
+            token: args.token.clone().unwrap_or_else(|| CLIENT.into()),
+            admin_token: args.admin_token.clone().unwrap_or_else(|| ADMIN.into()),
+            child: None,
+            pid: args.server_pid,
+            _dir: None,
+        });
+    }
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let dir =
+        std::env::temp_dir().join(format!("fusebox-loadgen-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let database_url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.join("fusebox.db").display()));
+    let child = Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .env("FUSEBOX_ADDR", format!("127.0.0.1:{port}"))
+        .env("DATABASE_URL", database_url)
+        .env("FUSEBOX_INIT_ADMIN_TOKENS", ADMIN)
+        .env("FUSEBOX_INIT_CLIENT_TOKENS", CLIENT)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    Ok(Target {
+        host_port: format!("127.0.0.1:{port}"),
+        token: CLIENT.into(),
+        admin_token: ADMIN.into(),
+        pid: Some(child.id()),
+        child: Some(child),
+        _dir: Some(TempDir(dir)),
+    })
+}
+
+async fn wait_healthy(host: &str) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        if let Ok((200, _)) = request(host, "GET", "/ready", "", "").await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the server at {host} did not become ready in 30 s")
+}
+
+/// One request on a fresh connection (setup only).
+async fn request(
+    host: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    let mut stream = BufReader::new(TcpStream::connect(host).await?);
+    send(&mut stream, host, method, path, token, body.as_bytes()).await?;
+    read_response(&mut stream).await
+}
+
+async fn send(
+    stream: &mut BufReader<TcpStream>,
+    host: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &[u8],
+) -> anyhow::Result<()> {
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let inner = stream.get_mut();
+    inner.write_all(head.as_bytes()).await?;
+    inner.write_all(body).await?;
+    Ok(())
+}
+
+async fn read_response(stream: &mut BufReader<TcpStream>) -> anyhow::Result<(u16, String)> {
+    let mut line = String::new();
+    stream.read_line(&mut line).await?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("bad status line: {line:?}"))?;
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        stream.read_line(&mut line).await?;
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Sends batches back to back on one connection until `end`.
+async fn connection(
+    index: u64,
+    host: String,
+    token: String,
+    batch: usize,
+    users: u64,
+    measure_from: Instant,
+    end: Instant,
+) -> anyhow::Result<Stats> {
+    let mut stream = BufReader::new(TcpStream::connect(&host).await?);
+    let mut stats = Stats::default();
+    let mut seq = 0u64;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (index + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
+    let mut body = String::with_capacity(batch * 220);
+    while Instant::now() < end {
+        body.clear();
+        let now = chrono::Utc::now().timestamp_millis();
+        body.push('[');
+        for i in 0..batch {
+            if i > 0 {
+                body.push(',');
+            }
+            seq += 1;
+            write_event(
+                &mut body,
+                index,
+                seq,
+                now,
+                rng.next() % users.max(1),
+                &mut rng,
+            );
+        }
+        body.push(']');
+        let sent = Instant::now();
+        send(
+            &mut stream,
+            &host,
+            "POST",
+            "/api/events",
+            &token,
+            body.as_bytes(),
+        )
+        .await?;
+        let (status, text) = read_response(&mut stream).await?;
+        let took = sent.elapsed();
+        if sent < measure_from {
+            continue;
+        }
+        match status {
+            202 => {
+                let v: serde_json::Value = serde_json::from_str(&text)?;
+                stats.accepted += v["accepted"].as_u64().unwrap_or(0);
+                stats.duplicates += v["duplicates"].as_u64().unwrap_or(0);
+                stats.rejected += v["rejected"].as_array().map_or(0, |r| r.len() as u64);
+                stats.latencies_ms.push(took.as_secs_f64() * 1000.0);
+            }
+            503 => {
+                stats.busy += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => anyhow::bail!("POST /api/events answered {other}: {text}"),
+        }
+    }
+    Ok(stats)
+}
+
+/// 10% exposures, 80% activity, 5% errors, 5% feedback, as a product emits them.
+fn write_event(out: &mut String, conn: u64, seq: u64, now: i64, user: u64, rng: &mut Rng) {
+    let id = format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        conn as u32,
+        (seq >> 48) & 0xffff,
+        (seq >> 36) & 0xfff,
+        (seq >> 24) & 0xfff,
+        seq & 0xffff_ffff_ffff
+    );
+    let feature = FEATURES[(user % FEATURES.len() as u64) as usize];
+    let ts = now - (rng.next() % 60_000) as i64;
+    let roll = rng.next() % 100;
+    let _ = match roll {
+        0..=9 => write!(
+            out,
+            r#"{{"id":"{id}","type":"exposure","user_id":"user-{user}","feature":"{feature}","enabled":{},"timestamp":{ts}}}"#,
+            user.is_multiple_of(2)
+        ),
+        10..=89 => write!(
+            out,
+            r#"{{"id":"{id}","type":"activity","user_id":"user-{user}","name":"{}","timestamp":{ts},"session_id":"s-{user}","properties":{{"page":"/home","plan":"pro"}}}}"#,
+            ["session_start", "page_view", "checkout_completed", "search"][(roll % 4) as usize]
+        ),
+        90..=94 => write!(
+            out,
+            r#"{{"id":"{id}","type":"error","user_id":"user-{user}","name":"timeout","feature":"{feature}","timestamp":{ts}}}"#
+        ),
+        _ => write!(
+            out,
+            r#"{{"id":"{id}","type":"feedback","user_id":"user-{user}","feature":"{feature}","score":0.{},"timestamp":{ts}}}"#,
+            rng.next() % 10
+        ),
+    };
+}
+
+/// xorshift64*: fast, deterministic per connection, good enough for load shapes.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+fn rss_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
