@@ -17,6 +17,7 @@ use crate::domain::tokens::{
     generate_secret, hash_secret, parse_init_token, TokenKind, TokenScope,
 };
 use crate::ingest::Ingest;
+use crate::scheduler::Scheduler;
 use crate::snapshot::SnapshotCache;
 use crate::store::{self, Actor, Store};
 
@@ -26,6 +27,7 @@ pub struct AppState {
     pub tokens: Arc<TokenRegistry>,
     pub snapshots: Arc<SnapshotCache>,
     pub ingest: Arc<Ingest>,
+    pub scheduler: Arc<Scheduler>,
     pub pii: PiiRules,
     pub settings: Settings,
 }
@@ -55,6 +57,11 @@ impl Application {
         let snapshots = SnapshotCache::new(store.clone()).await?;
         tokio::spawn(snapshots.clone().run_poller(REVISION_POLL));
         let ingest = Ingest::start(store.clone(), settings.ingest_queue_events);
+        let scheduler = Scheduler::new(store.clone(), snapshots.clone());
+        if settings.scheduler_interval_secs > 0 {
+            let every = std::time::Duration::from_secs(settings.scheduler_interval_secs);
+            tokio::spawn(scheduler.clone().run(every));
+        }
         tokio::spawn(purge_old_events(
             store.clone(),
             settings.event_retention_days,
@@ -72,6 +79,7 @@ impl Application {
             tokens,
             snapshots,
             ingest,
+            scheduler,
             pii,
             settings,
         });

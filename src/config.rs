@@ -32,6 +32,8 @@ pub enum Command {
     Openapi,
     /// Load-test event ingestion (starts a server unless --url is given).
     Loadgen(crate::loadgen::LoadgenArgs),
+    /// Monte-Carlo simulation of fuses (A/A false alarms, detection of a D1 drop).
+    Simulate(crate::simulate::SimulateArgs),
 }
 
 /// Every setting, as a flag with its environment variable. All optional so that the
@@ -83,6 +85,9 @@ pub struct SettingsArgs {
     /// Events that may wait for the writer before new batches get 503 [default: 100000].
     #[arg(long, env = "FUSEBOX_INGEST_QUEUE_EVENTS", global = true)]
     pub ingest_queue_events: Option<usize>,
+    /// Seconds between scheduler passes over the fuses [default: 60].
+    #[arg(long, env = "FUSEBOX_SCHEDULER_INTERVAL", global = true)]
+    pub scheduler_interval: Option<u64>,
     /// Comma-separated origins allowed to call `/api/frontend` and `/ofrep` from a
     /// browser (CORS); `*` for any [default: *].
     #[arg(long, env = "FUSEBOX_CORS_ORIGINS", global = true)]
@@ -107,6 +112,7 @@ struct FileSettings {
     event_retention_days: Option<i64>,
     pii_keys: Option<String>,
     ingest_queue_events: Option<usize>,
+    scheduler_interval: Option<u64>,
 }
 
 /// Log output format.
@@ -142,6 +148,8 @@ pub struct Settings {
     pub pii_keys: Option<Vec<String>>,
     /// Bound of the ingest queue, in events.
     pub ingest_queue_events: usize,
+    /// Seconds between scheduler passes; 0 disables the loop (tests drive it).
+    pub scheduler_interval_secs: u64,
 }
 
 impl Default for Settings {
@@ -162,6 +170,7 @@ impl Default for Settings {
             event_retention_days: 90,
             pii_keys: None,
             ingest_queue_events: 100_000,
+            scheduler_interval_secs: 60,
         }
     }
 }
@@ -231,6 +240,10 @@ impl Settings {
                 .ingest_queue_events
                 .or(file.ingest_queue_events)
                 .unwrap_or(defaults.ingest_queue_events),
+            scheduler_interval_secs: args
+                .scheduler_interval
+                .or(file.scheduler_interval)
+                .unwrap_or(defaults.scheduler_interval_secs),
         })
     }
 }

@@ -8,6 +8,8 @@ pub mod config;
 pub mod domain;
 pub mod ingest;
 pub mod loadgen;
+pub mod scheduler;
+pub mod simulate;
 pub mod snapshot;
 pub mod store;
 pub mod telemetry;

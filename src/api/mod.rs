@@ -8,6 +8,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod frontend;
+pub mod fuses;
 pub mod health;
 pub mod ofrep;
 pub mod openapi;
@@ -25,6 +26,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     client::configure(cfg);
     frontend::configure(cfg);
     events::configure(cfg);
+    fuses::configure(cfg);
     ofrep::configure(cfg);
 }
 

@@ -23,6 +23,7 @@ use utoipa_swagger_ui::SwaggerUi;
         (name = "client", description = "Unleash client API for server-side SDKs (client tokens)"),
         (name = "frontend", description = "Unleash frontend API for browser SDKs (frontend tokens)"),
         (name = "events", description = "Event ingestion, quarantine, user export and erasure"),
+        (name = "fuses", description = "Fuse configuration, analysis, history and manual control"),
         (name = "ofrep", description = "OpenFeature Remote Evaluation Protocol (frontend or client tokens)"),
     )
 )]

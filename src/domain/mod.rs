@@ -5,6 +5,7 @@ pub mod admin;
 pub mod delta;
 pub mod eval;
 pub mod events;
+pub mod fuse;
 pub mod model;
 pub mod names;
 pub mod stats;

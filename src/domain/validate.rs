@@ -56,11 +56,12 @@ pub fn validate_strategy(strategy: &Strategy) -> Vec<Problem> {
                 problems.push(problem(format!("parameters.{param}"), "is required"))
             }
             None => {}
-            Some(v) => match v.trim().parse::<u32>() {
-                Ok(p) if p <= 100 => {}
+            // Fractions are allowed: a throttled fuse halves 25% to 12.5%.
+            Some(v) => match v.trim().parse::<f64>() {
+                Ok(p) if (0.0..=100.0).contains(&p) => {}
                 _ => problems.push(problem(
                     format!("parameters.{param}"),
-                    format!("must be a whole number from 0 to 100, got `{v}`"),
+                    format!("must be a number from 0 to 100, got `{v}`"),
                 )),
             },
         }

@@ -243,6 +243,73 @@ pub struct Exposure {
     pub crossovers: i64,
 }
 
+/// A fuse as stored. JSON columns hold `domain::stats` types (config, state, last
+/// decision) so the store does not depend on the statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FuseRecord {
+    pub project: String,
+    pub feature: String,
+    pub environment: String,
+    pub strategy_id: String,
+    pub config: serde_json::Value,
+    pub state: serde_json::Value,
+    pub status: String,
+    pub locked: bool,
+    pub paused: bool,
+    /// Sticky minimum p-value per guardrail.
+    pub min_p: serde_json::Value,
+    /// `[[t_ms, exposure_pct], ...]`, oldest first.
+    pub rollout_history: serde_json::Value,
+    pub last_decision: Option<serde_json::Value>,
+    pub last_evaluated_at: Option<i64>,
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What a fuse decision changes, applied atomically and only if the fuse is still at
+/// `expected_version`.
+#[derive(Debug, Clone)]
+pub struct FuseChange {
+    pub expected_version: i64,
+    pub record: FuseRecord,
+    /// New `rollout` parameter of the managed strategy, if exposure changes.
+    pub rollout: Option<String>,
+    /// Audit entry: kind, before, after.
+    pub audit: Option<(String, serde_json::Value, serde_json::Value)>,
+    pub snapshot: Option<FuseSnapshot>,
+}
+
+/// One stored analysis.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FuseSnapshot {
+    pub id: i64,
+    pub created_at: i64,
+    /// The decision kind (wait, continue, promote, throttle, rollback, hold, manual).
+    pub kind: String,
+    pub rule: String,
+    pub exposure_before: f64,
+    pub exposure_after: f64,
+    #[schema(value_type = Object)]
+    pub analysis: serde_json::Value,
+}
+
+/// One exposed user's aggregates for a fuse analysis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CohortRow {
+    pub user_id: String,
+    pub enabled: bool,
+    pub t0: i64,
+    pub crossovers: i64,
+    /// Bit k: activity in [t0 + k days, t0 + k+1 days), k < 64.
+    pub active_days: u64,
+    pub first_activation: Option<i64>,
+    pub first_error: Option<i64>,
+    pub adopted: bool,
+    pub feedback: Option<f64>,
+}
+
 /// The persistence interface, one method per use case.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -400,6 +467,49 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_events_before(&self, before: i64) -> StoreResult<u64>;
     /// How many events are stored (tests, crash checks, metrics).
     async fn count_events(&self) -> StoreResult<i64>;
+
+    async fn get_fuse(&self, feature: &str, environment: &str) -> StoreResult<Option<FuseRecord>>;
+    /// Fuses that are neither paused nor locked (the scheduler's work list).
+    async fn active_fuses(&self) -> StoreResult<Vec<(String, String)>>;
+    /// Creates or replaces a fuse's record (arming, reconfiguring, manual actions).
+    async fn put_fuse(
+        &self,
+        record: &FuseRecord,
+        audit: Option<(&str, serde_json::Value, serde_json::Value)>,
+        actor: &Actor,
+    ) -> StoreResult<FuseRecord>;
+    /// Applies a decision once: `Ok(false)` if another writer changed the fuse first.
+    async fn apply_fuse_change(&self, change: &FuseChange, actor: &Actor) -> StoreResult<bool>;
+    async fn fuse_history(
+        &self,
+        feature: &str,
+        environment: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<FuseSnapshot>>;
+    /// Per-user aggregates of a feature's exposed users in one environment, from
+    /// events with timestamps at or before `as_of` (ms) only.
+    async fn cohort_rows(
+        &self,
+        environment: &str,
+        feature: &str,
+        as_of: i64,
+        activation_events: &[String],
+        adoption_events: &[String],
+    ) -> StoreResult<Vec<CohortRow>>;
+    /// When events for the environment were last received (ms).
+    async fn data_as_of(&self, environment: &str) -> StoreResult<Option<i64>>;
+    /// Writes a failed webhook delivery to the audit log.
+    async fn record_webhook_failure(
+        &self,
+        project: &str,
+        feature: &str,
+        environment: &str,
+        failure: serde_json::Value,
+        actor: &Actor,
+    ) -> StoreResult<()>;
+    /// Whether this process leads the scheduler (PostgreSQL: a session advisory lock;
+    /// SQLite: always, one process owns the file).
+    async fn try_lead(&self) -> StoreResult<bool>;
 
     /// Records (upserts) an SDK instance seen in `environment`.
     async fn register_client(

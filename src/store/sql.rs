@@ -415,6 +415,49 @@ impl ExposureRow {
     }
 }
 
+#[derive(sqlx::FromRow)]
+pub(super) struct FuseRow {
+    pub project: String,
+    pub feature: String,
+    pub environment: String,
+    pub strategy_id: String,
+    pub config: String,
+    pub state: String,
+    pub status: String,
+    pub locked: bool,
+    pub paused: bool,
+    pub min_p: String,
+    pub rollout_history: String,
+    pub last_decision: Option<String>,
+    pub last_evaluated_at: Option<i64>,
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl FuseRow {
+    pub fn into_domain(self) -> StoreResult<super::FuseRecord> {
+        Ok(super::FuseRecord {
+            project: self.project,
+            feature: self.feature,
+            environment: self.environment,
+            strategy_id: self.strategy_id,
+            config: from_json(&self.config)?,
+            state: from_json(&self.state)?,
+            status: self.status,
+            locked: self.locked,
+            paused: self.paused,
+            min_p: from_json(&self.min_p)?,
+            rollout_history: from_json(&self.rollout_history)?,
+            last_decision: opt_from_json(self.last_decision)?,
+            last_evaluated_at: self.last_evaluated_at,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
 pub(super) const STRATEGY_COLUMNS: &str = "id, feature, environment, name, title, disabled, sort_order, parameters, constraints, segments, variants";
 pub(super) const FEATURE_COLUMNS: &str =
     "name, project, description, type, impression_data, stale, created_at";
@@ -1464,6 +1507,23 @@ macro_rules! impl_store {
                     }
                     q.execute(&mut *tx).await?;
                 }
+                let mut latest: std::collections::HashMap<&str, i64> = Default::default();
+                for e in events.iter().filter(|e| inserted.contains(&e.id)) {
+                    let t = latest.entry(e.environment.as_str()).or_insert(e.received_at);
+                    *t = (*t).max(e.received_at);
+                }
+                for (environment, at) in latest {
+                    sqlx::query(
+                        "insert into ingest_watermarks (environment, last_received_at) values ($1, $2) \
+                         on conflict (environment) do update set last_received_at = \
+                         case when excluded.last_received_at > ingest_watermarks.last_received_at \
+                         then excluded.last_received_at else ingest_watermarks.last_received_at end",
+                    )
+                    .bind(environment)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 for chunk in quarantine.chunks(EVENT_CHUNK) {
                     let sql = multi_row_sql(
                         "insert into quarantine (received_at, environment, token_name, reason, message, raw) values ",
@@ -1565,6 +1625,259 @@ macro_rules! impl_store {
             async fn count_events(&self) -> StoreResult<i64> {
                 let (n,): (i64,) = sqlx::query_as("select count(*) from events").fetch_one(&self.pool).await?;
                 Ok(n)
+            }
+
+            async fn get_fuse(&self, feature: &str, environment: &str) -> StoreResult<Option<FuseRecord>> {
+                let row: Option<FuseRow> = sqlx::query_as(
+                    "select f.project, x.feature, x.environment, x.strategy_id, x.config, x.state, x.status, x.locked, \
+                     x.paused, x.min_p, x.rollout_history, x.last_decision, x.last_evaluated_at, x.version, \
+                     x.created_at, x.updated_at from fuses x join features f on f.name = x.feature \
+                     where x.feature = $1 and x.environment = $2 and f.archived_at is null",
+                )
+                .bind(feature)
+                .bind(environment)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(FuseRow::into_domain).transpose()
+            }
+
+            async fn active_fuses(&self) -> StoreResult<Vec<(String, String)>> {
+                let rows: Vec<(String, String)> = sqlx::query_as(
+                    "select x.feature, x.environment from fuses x join features f on f.name = x.feature \
+                     where not x.paused and not x.locked and f.archived_at is null order by x.feature, x.environment",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows)
+            }
+
+            async fn put_fuse(
+                &self,
+                r: &FuseRecord,
+                audit_entry: Option<(&str, serde_json::Value, serde_json::Value)>,
+                actor: &Actor,
+            ) -> StoreResult<FuseRecord> {
+                let mut tx = self.pool.begin().await?;
+                let now = now_ms();
+                sqlx::query(
+                    "insert into fuses (feature, environment, strategy_id, config, state, status, locked, paused, min_p, \
+                     rollout_history, last_decision, last_evaluated_at, version, created_at, updated_at) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $13) \
+                     on conflict (feature, environment) do update set strategy_id = excluded.strategy_id, \
+                     config = excluded.config, state = excluded.state, status = excluded.status, locked = excluded.locked, \
+                     paused = excluded.paused, min_p = excluded.min_p, rollout_history = excluded.rollout_history, \
+                     last_decision = excluded.last_decision, last_evaluated_at = excluded.last_evaluated_at, \
+                     version = fuses.version + 1, updated_at = excluded.updated_at",
+                )
+                .bind(&r.feature)
+                .bind(&r.environment)
+                .bind(&r.strategy_id)
+                .bind(r.config.to_string())
+                .bind(r.state.to_string())
+                .bind(&r.status)
+                .bind(r.locked)
+                .bind(r.paused)
+                .bind(r.min_p.to_string())
+                .bind(r.rollout_history.to_string())
+                .bind(r.last_decision.as_ref().map(|v| v.to_string()))
+                .bind(r.last_evaluated_at)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if let Some((kind, pre, post)) = audit_entry {
+                    audit(&mut tx, kind, actor, Some(&r.project), Some(&r.feature), Some(&r.environment), Some(pre), Some(post)).await?;
+                }
+                tx.commit().await?;
+                self.get_fuse(&r.feature, &r.environment)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("fuse for `{}` not found", r.feature)))
+            }
+
+            async fn apply_fuse_change(&self, change: &FuseChange, actor: &Actor) -> StoreResult<bool> {
+                let r = &change.record;
+                let mut tx = self.pool.begin().await?;
+                let now = now_ms();
+                let updated = sqlx::query(
+                    "update fuses set state = $3, status = $4, locked = $5, paused = $6, min_p = $7, rollout_history = $8, \
+                     last_decision = $9, last_evaluated_at = $10, version = version + 1, updated_at = $11 \
+                     where feature = $1 and environment = $2 and version = $12",
+                )
+                .bind(&r.feature)
+                .bind(&r.environment)
+                .bind(r.state.to_string())
+                .bind(&r.status)
+                .bind(r.locked)
+                .bind(r.paused)
+                .bind(r.min_p.to_string())
+                .bind(r.rollout_history.to_string())
+                .bind(r.last_decision.as_ref().map(|v| v.to_string()))
+                .bind(r.last_evaluated_at)
+                .bind(now)
+                .bind(change.expected_version)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    return Ok(false);
+                }
+                if let Some(rollout) = &change.rollout {
+                    let row: Option<(String,)> = sqlx::query_as(
+                        "select parameters from feature_strategies where id = $1 and feature = $2 and environment = $3",
+                    )
+                    .bind(&r.strategy_id)
+                    .bind(&r.feature)
+                    .bind(&r.environment)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some((params,)) = row else {
+                        return Err(StoreError::NotFound(format!("managed strategy `{}` not found", r.strategy_id)));
+                    };
+                    let mut params: std::collections::BTreeMap<String, String> = from_json(&params)?;
+                    params.insert("rollout".into(), rollout.clone());
+                    sqlx::query("update feature_strategies set parameters = $2 where id = $1")
+                        .bind(&r.strategy_id)
+                        .bind(to_json(&params)?)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some((kind, pre, post)) = &change.audit {
+                    audit(&mut tx, kind, actor, Some(&r.project), Some(&r.feature), Some(&r.environment), Some(pre.clone()), Some(post.clone())).await?;
+                }
+                if let Some(s) = &change.snapshot {
+                    sqlx::query(
+                        "insert into fuse_snapshots (feature, environment, created_at, kind, rule, exposure_before, exposure_after, analysis) \
+                         values ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(&r.feature)
+                    .bind(&r.environment)
+                    .bind(s.created_at)
+                    .bind(&s.kind)
+                    .bind(&s.rule)
+                    .bind(s.exposure_before)
+                    .bind(s.exposure_after)
+                    .bind(s.analysis.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn fuse_history(&self, feature: &str, environment: &str, limit: i64) -> StoreResult<Vec<FuseSnapshot>> {
+                let rows: Vec<(i64, i64, String, String, f64, f64, String)> = sqlx::query_as(
+                    "select id, created_at, kind, rule, exposure_before, exposure_after, analysis from fuse_snapshots \
+                     where feature = $1 and environment = $2 order by id desc limit $3",
+                )
+                .bind(feature)
+                .bind(environment)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut out = rows
+                    .into_iter()
+                    .map(|(id, created_at, kind, rule, exposure_before, exposure_after, analysis)| {
+                        Ok(FuseSnapshot { id, created_at, kind, rule, exposure_before, exposure_after, analysis: from_json(&analysis)? })
+                    })
+                    .collect::<StoreResult<Vec<_>>>()?;
+                out.reverse();
+                Ok(out)
+            }
+
+            async fn cohort_rows(
+                &self,
+                environment: &str,
+                feature: &str,
+                as_of: i64,
+                activation_events: &[String],
+                adoption_events: &[String],
+            ) -> StoreResult<Vec<CohortRow>> {
+                // Names are bound as parameters; only their count shapes the SQL.
+                let list = |start: usize, n: usize| -> String {
+                    if n == 0 {
+                        return "1 = 0".into();
+                    }
+                    let marks: Vec<String> = (start..start + n).map(|i| format!("${i}")).collect();
+                    format!("e.name in ({})", marks.join(", "))
+                };
+                let activation = list(4, activation_events.len());
+                let adoption = list(4 + activation_events.len(), adoption_events.len());
+                let sql = format!(
+                    "select x.user_id, x.enabled, x.t0, x.crossovers, \
+                     min(case when e.kind = 'activity' and {activation} then e.ts end) as first_activation, \
+                     min(case when e.kind = 'error' then e.ts end) as first_error, \
+                     max(case when e.kind = 'activity' and (e.feature = x.feature or {adoption}) \
+                         then cast(1 as bigint) else cast(0 as bigint) end) as adopted, \
+                     avg(case when e.kind = 'feedback' and e.feature = x.feature then e.score end) as feedback \
+                     from exposures x left join events e on e.environment = x.environment and e.user_id = x.user_id \
+                     and e.ts >= x.t0 and e.ts <= $3 \
+                     where x.environment = $1 and x.feature = $2 and x.t0 <= $3 \
+                     group by x.user_id, x.enabled, x.t0, x.crossovers"
+                );
+                let mut q = sqlx::query_as::<_, (String, bool, i64, i64, Option<i64>, Option<i64>, Option<i64>, Option<f64>)>(
+                    sqlx::AssertSqlSafe(sql),
+                )
+                .bind(environment)
+                .bind(feature)
+                .bind(as_of);
+                for name in activation_events.iter().chain(adoption_events) {
+                    q = q.bind(name);
+                }
+                let rows = q.fetch_all(&self.pool).await?;
+                let days: Vec<(String, i64)> = sqlx::query_as(
+                    "select x.user_id, (e.ts - x.t0) / 86400000 as d from exposures x \
+                     join events e on e.environment = x.environment and e.user_id = x.user_id \
+                     where x.environment = $1 and x.feature = $2 and x.t0 <= $3 and e.kind = 'activity' \
+                     and e.ts >= x.t0 and e.ts <= $3 and e.ts < x.t0 + 5529600000 group by x.user_id, d",
+                )
+                .bind(environment)
+                .bind(feature)
+                .bind(as_of)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut bits: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+                for (user, d) in days {
+                    if (0..64).contains(&d) {
+                        *bits.entry(user).or_default() |= 1u64 << d;
+                    }
+                }
+                Ok(rows
+                    .into_iter()
+                    .map(|(user_id, enabled, t0, crossovers, first_activation, first_error, adopted, feedback)| CohortRow {
+                        active_days: bits.get(&user_id).copied().unwrap_or(0),
+                        user_id,
+                        enabled,
+                        t0,
+                        crossovers,
+                        first_activation,
+                        first_error,
+                        adopted: adopted.unwrap_or(0) > 0,
+                        feedback,
+                    })
+                    .collect())
+            }
+
+            async fn data_as_of(&self, environment: &str) -> StoreResult<Option<i64>> {
+                let row: Option<(i64,)> = sqlx::query_as("select last_received_at from ingest_watermarks where environment = $1")
+                    .bind(environment)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|(t,)| t))
+            }
+
+            async fn record_webhook_failure(
+                &self,
+                project: &str,
+                feature: &str,
+                environment: &str,
+                failure: serde_json::Value,
+                actor: &Actor,
+            ) -> StoreResult<()> {
+                let mut conn = self.pool.acquire().await?;
+                audit(&mut conn, "fuse-webhook-failed", actor, Some(project), Some(feature), Some(environment), None, Some(failure)).await
+            }
+
+            async fn try_lead(&self) -> StoreResult<bool> {
+                self.try_lead_impl().await
             }
 
             async fn register_client(&self, environment: &str, r: &ClientRegistration) -> StoreResult<()> {

@@ -9,6 +9,7 @@ use sqlx::{Pool, Sqlite};
 
 use super::sql::*;
 use super::*;
+use super::{CohortRow, FuseChange, FuseRecord, FuseSnapshot};
 use crate::domain::admin::FeatureEnvironment;
 use crate::domain::model::{ClientFeature, Segment};
 
@@ -46,6 +47,13 @@ impl SqliteStore {
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(SqliteStore { pool })
+    }
+}
+
+impl SqliteStore {
+    /// One process owns a SQLite file, so it always leads.
+    async fn try_lead_impl(&self) -> StoreResult<bool> {
+        Ok(true)
     }
 }
 

@@ -123,6 +123,8 @@ pub fn test_settings(database_url: String) -> Settings {
         init_client_tokens: vec![CLIENT_TOKEN.into()],
         init_frontend_tokens: vec![FRONTEND_TOKEN.into()],
         workers: Some(2),
+        // Tests drive the scheduler with explicit clocks.
+        scheduler_interval_secs: 0,
         ..Settings::default()
     }
 }

@@ -9,6 +9,7 @@ mod client;
 mod crash;
 mod events;
 mod frontend;
+mod fuses;
 mod health;
 mod openapi;
 mod sdk;

@@ -1,0 +1,405 @@
+//! The fuse scheduler: every interval, the leader evaluates each active fuse with the
+//! rules of METHODS.md §2(e) and applies the decision once.
+//!
+//! One evaluation = load the fuse and its users' aggregates (store) → classify users
+//! into treatment and control by the managed strategy's bucket → build the decision
+//! input (`domain::fuse::build_tick_input`) → decide (`domain::stats::evaluate`) →
+//! apply atomically with an optimistic version check (two replicas, or a retry after a
+//! crash, cannot apply a decision twice) → notify webhooks. Time is a parameter, so
+//! tests and the backtest drive it without sleeping.
+
+mod webhooks;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::eval::normalized_hash;
+use crate::domain::fuse::settings::FuseSettings;
+use crate::domain::fuse::{build_tick_input, Arm, CohortUser, Epoch, MetricSummary};
+use crate::domain::stats::{evaluate, Decision, DecisionKind, DecisionRule, RolloutState};
+use crate::snapshot::SnapshotCache;
+use crate::store::{Actor, FuseChange, FuseRecord, FuseSnapshot, Store, StoreError};
+
+pub use webhooks::Notifier;
+
+const MS_PER_HOUR: i64 = 3_600_000;
+
+/// Errors of one fuse evaluation.
+#[derive(Debug, thiserror::Error)]
+pub enum FuseError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the fuse's stored configuration is invalid: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One evaluation's result: what the API shows and the UI charts.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FuseEvaluation {
+    pub feature: String,
+    pub environment: String,
+    pub evaluated_at: i64,
+    /// Status after this evaluation: ramping, throttled, rolled_back, released,
+    /// paused, srm_hold, held.
+    pub status: String,
+    pub exposure_before: f64,
+    pub exposure_after: f64,
+    /// Whether the decision was carried out (false for dry runs and lost races).
+    pub applied: bool,
+    pub treatment_users: u64,
+    pub control_users: u64,
+    /// Users evaluated by the flag but outside both arms (e.g. excluded by targeting).
+    pub excluded_users: u64,
+    pub metrics: Vec<MetricSummary>,
+    #[schema(value_type = Object)]
+    pub decision: Decision,
+}
+
+/// The scheduler's shared handle.
+pub struct Scheduler {
+    store: Arc<dyn Store>,
+    snapshots: Arc<SnapshotCache>,
+    notifier: Notifier,
+}
+
+/// Status name for a fuse after a decision.
+pub fn status_of(record: &FuseRecord, state: &RolloutState, decision: Option<&Decision>) -> String {
+    if record.paused {
+        return "paused".into();
+    }
+    if record.locked {
+        return "rolled_back".into();
+    }
+    if let Some(d) = decision {
+        if d.kind == DecisionKind::Hold {
+            return if matches!(
+                d.rule,
+                DecisionRule::SrmDetected | DecisionRule::SrmPersisted
+            ) {
+                "srm_hold".into()
+            } else {
+                "held".into()
+            };
+        }
+    }
+    if state.exposure_pct >= 100.0 {
+        "released".into()
+    } else if state.throttles_without_recovery > 0 {
+        "throttled".into()
+    } else {
+        "ramping".into()
+    }
+}
+
+/// `rollout` parameter text for an exposure: integers without a fraction.
+pub fn rollout_text(pct: f64) -> String {
+    if (pct - pct.round()).abs() < 1e-9 {
+        format!("{}", pct.round() as i64)
+    } else {
+        format!("{pct:.2}").trim_end_matches('0').to_string()
+    }
+}
+
+fn history(record: &FuseRecord) -> Vec<(i64, f64)> {
+    serde_json::from_value(record.rollout_history.clone()).unwrap_or_default()
+}
+
+/// The exposure in force at `t` (before the history begins: its first value).
+fn exposure_at(history: &[(i64, f64)], t: i64) -> Option<f64> {
+    history
+        .iter()
+        .rev()
+        .find(|(at, _)| *at <= t)
+        .or(history.first())
+        .map(|(_, pct)| *pct)
+}
+
+impl Scheduler {
+    pub fn new(store: Arc<dyn Store>, snapshots: Arc<SnapshotCache>) -> Arc<Scheduler> {
+        Arc::new(Scheduler {
+            notifier: Notifier::new(store.clone()),
+            store,
+            snapshots,
+        })
+    }
+
+    /// Runs until the process ends: every `interval`, if this replica leads, one tick.
+    pub async fn run(self: Arc<Self>, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            match self.store.try_lead().await {
+                Ok(true) => {
+                    let started = std::time::Instant::now();
+                    let evaluated = self.tick(crate::store::now_ms()).await;
+                    tracing::debug!(
+                        fuses = evaluated,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "scheduler pass"
+                    );
+                }
+                Ok(false) => tracing::debug!("another replica leads the scheduler"),
+                Err(e) => tracing::warn!(error = %e, "scheduler leadership check failed"),
+            }
+        }
+    }
+
+    /// One pass over every active fuse at `now_ms`; returns how many were evaluated.
+    pub async fn tick(&self, now_ms: i64) -> usize {
+        let fuses = match self.store.active_fuses().await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing fuses failed");
+                return 0;
+            }
+        };
+        let mut evaluated = 0;
+        for (feature, environment) in fuses {
+            match self.evaluate(&feature, &environment, now_ms, true).await {
+                Ok(_) => evaluated += 1,
+                Err(e) => {
+                    tracing::warn!(%feature, %environment, error = %e, "fuse evaluation failed")
+                }
+            }
+        }
+        evaluated
+    }
+
+    /// Analyses a fuse at `now_ms` and decides; with `apply`, carries the decision out
+    /// (once) and notifies. Paused or locked fuses are analysed but never changed.
+    pub async fn evaluate(
+        &self,
+        feature: &str,
+        environment: &str,
+        now_ms: i64,
+        apply: bool,
+    ) -> Result<FuseEvaluation, FuseError> {
+        let record = self
+            .store
+            .get_fuse(feature, environment)
+            .await?
+            .ok_or_else(|| {
+                FuseError::NotFound(format!("no fuse on `{feature}` in `{environment}`"))
+            })?;
+        let settings: FuseSettings = serde_json::from_value(record.config.clone())
+            .map_err(|e| FuseError::Corrupt(e.to_string()))?;
+        let state: RolloutState = serde_json::from_value(record.state.clone())
+            .map_err(|e| FuseError::Corrupt(e.to_string()))?;
+        let min_p: HashMap<String, f64> =
+            serde_json::from_value(record.min_p.clone()).unwrap_or_default();
+        let history = history(&record);
+
+        let strategy = self
+            .store
+            .get_feature(&record.project, feature)
+            .await?
+            .environments
+            .into_iter()
+            .find(|e| e.name == environment)
+            .and_then(|e| {
+                e.strategies
+                    .into_iter()
+                    .find(|s| s.id.as_deref() == Some(record.strategy_id.as_str()))
+            })
+            .ok_or_else(|| {
+                FuseError::NotFound(format!(
+                    "the managed strategy `{}` is gone",
+                    record.strategy_id
+                ))
+            })?;
+        let group_id = strategy
+            .parameters
+            .get("groupId")
+            .filter(|g| !g.is_empty())
+            .cloned()
+            .unwrap_or_else(|| feature.to_string());
+        // Buckets can be checked only when the user id is the hashing unit.
+        let by_user = matches!(
+            strategy.parameters.get("stickiness").map(String::as_str),
+            None | Some("") | Some("default") | Some("userId")
+        );
+
+        let rows = self
+            .store
+            .cohort_rows(
+                environment,
+                feature,
+                now_ms,
+                &settings.activation_events,
+                &settings.adoption_events,
+            )
+            .await?;
+        let mut users = Vec::with_capacity(rows.len());
+        let mut excluded = 0u64;
+        for row in rows {
+            let mut planned_move = false;
+            let arm = if by_user {
+                // Control = evaluated into the holdout range; a disabled user inside
+                // the rollout range was excluded by targeting, an enabled user outside
+                // it got the feature from another strategy: neither is in the experiment.
+                let bucket = f64::from(normalized_hash(&group_id, &row.user_id, 100, 0));
+                let pct = exposure_at(&history, row.t0).unwrap_or(state.exposure_pct);
+                // A promotion or throttle since t0 moves users across the boundary on
+                // purpose: their changed assignment is not a multiple exposure.
+                planned_move = (bucket <= pct) != (bucket <= state.exposure_pct);
+                match (row.enabled, bucket <= pct) {
+                    (true, true) => Some(Arm::Treatment),
+                    (false, false) => Some(Arm::Control),
+                    _ => None,
+                }
+            } else if row.enabled {
+                Some(Arm::Treatment)
+            } else {
+                Some(Arm::Control)
+            };
+            let Some(arm) = arm else {
+                excluded += 1;
+                continue;
+            };
+            users.push(CohortUser {
+                arm,
+                t0_ms: row.t0,
+                active_days: row.active_days,
+                first_activation_ms: row.first_activation,
+                first_error_ms: row.first_error,
+                adopted: row.adopted,
+                feedback: row.feedback,
+                crossed_over: row.crossovers > 0 && !planned_move,
+            });
+        }
+        let data_as_of = self
+            .store
+            .data_as_of(environment)
+            .await?
+            .unwrap_or(now_ms)
+            .min(now_ms);
+        let epoch = Epoch {
+            started_at_ms: state.step_started_at_ms,
+            treatment_pct: state.exposure_pct,
+        };
+        let analysis = build_tick_input(
+            &users,
+            &settings.stats,
+            &settings.windows(),
+            !settings.activation_events.is_empty(),
+            &epoch,
+            now_ms,
+            data_as_of,
+            &min_p,
+        );
+        let decision = evaluate(&settings.stats, &state, &analysis.tick)
+            .map_err(|e| FuseError::Corrupt(e.to_string()))?;
+
+        let frozen = record.paused || record.locked;
+        let next = if frozen {
+            state.clone()
+        } else {
+            state.apply(&decision, now_ms)
+        };
+        let exposure_changed = (next.exposure_pct - state.exposure_pct).abs() > 1e-9;
+        let mut updated = record.clone();
+        let locked = record.locked || (!frozen && decision.kind == DecisionKind::Rollback);
+        updated.locked = locked;
+        updated.status = status_of(&updated, &next, (!frozen).then_some(&decision));
+        let mut evaluation = FuseEvaluation {
+            feature: feature.to_string(),
+            environment: environment.to_string(),
+            evaluated_at: now_ms,
+            status: updated.status.clone(),
+            exposure_before: state.exposure_pct,
+            exposure_after: next.exposure_pct,
+            applied: false,
+            treatment_users: analysis.treatment_users,
+            control_users: analysis.control_users,
+            excluded_users: excluded,
+            metrics: analysis.metrics,
+            decision,
+        };
+        if !apply || frozen {
+            return Ok(evaluation);
+        }
+
+        let mut sticky = min_p;
+        for g in &evaluation.decision.guardrails {
+            if let Some(p) = g.p_value_sticky {
+                sticky.insert(g.name.clone(), p);
+            }
+        }
+        let mut history = history;
+        if exposure_changed {
+            history.push((now_ms, next.exposure_pct));
+        }
+        let analysis_json = serde_json::to_value(&evaluation).unwrap_or_default();
+        updated.state = serde_json::to_value(&next).unwrap_or_default();
+        updated.min_p = serde_json::to_value(&sticky).unwrap_or_default();
+        updated.rollout_history = serde_json::to_value(&history).unwrap_or_default();
+        updated.last_decision = serde_json::to_value(&evaluation.decision).ok();
+        updated.last_evaluated_at = Some(now_ms);
+        let kind = serde_json::to_value(evaluation.decision.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        let rule = serde_json::to_value(evaluation.decision.rule)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        let status_changed = updated.status != record.status;
+        let hour_passed = record
+            .last_evaluated_at
+            .is_none_or(|last| last.div_euclid(MS_PER_HOUR) != now_ms.div_euclid(MS_PER_HOUR));
+        let audit = (exposure_changed || status_changed).then(|| {
+            (
+                format!("fuse-{}", kind.replace('_', "-")),
+                serde_json::json!({ "exposure": state.exposure_pct, "status": record.status }),
+                serde_json::json!({
+                    "exposure": next.exposure_pct,
+                    "status": updated.status,
+                    "rule": rule,
+                    "triggeredBy": evaluation.decision.triggered_by,
+                    "analysis": analysis_json,
+                }),
+            )
+        });
+        let change = FuseChange {
+            expected_version: record.version,
+            rollout: exposure_changed.then(|| rollout_text(next.exposure_pct)),
+            audit,
+            snapshot: (exposure_changed || status_changed || hour_passed).then(|| FuseSnapshot {
+                id: 0,
+                created_at: now_ms,
+                kind: kind.clone(),
+                rule: rule.clone(),
+                exposure_before: state.exposure_pct,
+                exposure_after: next.exposure_pct,
+                analysis: analysis_json.clone(),
+            }),
+            record: updated,
+        };
+        let applied = self
+            .store
+            .apply_fuse_change(&change, &Actor("fuse".into()))
+            .await?;
+        evaluation.applied = applied;
+        if applied && (exposure_changed || status_changed) {
+            if exposure_changed {
+                if let Err(e) = self.snapshots.refresh().await {
+                    tracing::warn!(error = %e, "refreshing flags after a fuse decision failed");
+                }
+            }
+            let settings_urls = settings.webhook_urls.clone();
+            if !settings_urls.is_empty() {
+                self.notifier
+                    .notify(&record.project, &evaluation, &kind, &rule, settings_urls);
+            }
+        }
+        Ok(evaluation)
+    }
+}

@@ -1,0 +1,439 @@
+//! Fuses end to end: arming, analysis from ingested events, automatic throttle and
+//! rollback with lock and audit, webhooks, SRM hold, manual control. Time is driven by
+//! the scheduler's clock parameter; the fuse's timeline is moved into the past so the
+//! ingested events (which may not be in the future) fall inside it.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{json_with_status, TestApp, CLIENT_TOKEN};
+
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+
+fn fuse_path(feature: &str) -> String {
+    format!("/api/admin/projects/default/features/{feature}/environments/development/fuse")
+}
+
+fn bucket(feature: &str, user: &str) -> u32 {
+    fusebox::domain::eval::normalized_hash(feature, user, 100, 0)
+}
+
+/// Moves the fuse's rollout start (and its only exposure epoch) to `t0`, at `pct`.
+async fn rewind(app: &TestApp, feature: &str, t0: i64, pct: f64) {
+    let mut record = app
+        .state
+        .store
+        .get_fuse(feature, "development")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut state: fusebox::domain::stats::RolloutState =
+        serde_json::from_value(record.state.clone()).unwrap();
+    state.rollout_started_at_ms = t0;
+    state.step_started_at_ms = t0;
+    state.exposure_pct = pct;
+    record.state = serde_json::to_value(&state).unwrap();
+    record.rollout_history = json!([[t0, pct]]);
+    let saved = app
+        .state
+        .store
+        .put_fuse(&record, None, &fusebox::store::Actor::system())
+        .await
+        .unwrap();
+    let change = fusebox::store::FuseChange {
+        expected_version: saved.version,
+        record: saved,
+        rollout: Some(fusebox::scheduler::rollout_text(pct)),
+        audit: None,
+        snapshot: None,
+    };
+    assert!(app
+        .state
+        .store
+        .apply_fuse_change(&change, &fusebox::store::Actor::system())
+        .await
+        .unwrap());
+}
+
+async fn send_events(app: &TestApp, events: Vec<Value>) {
+    for chunk in events.chunks(5000) {
+        let r = app
+            .request(Method::POST, "/api/events")
+            .header("Authorization", CLIENT_TOKEN)
+            .json(&chunk)
+            .send()
+            .await
+            .unwrap();
+        let body = json_with_status(r, 202).await;
+        assert!(body["rejected"].as_array().unwrap().is_empty(), "{body}");
+    }
+}
+
+/// `n` users arriving evenly over [t0, t0 + 2 days), split 50/50 by the flag's bucket;
+/// each is active on day 0, and on day 1 with probability `d1_control` or
+/// `d1_treatment` (deterministic by index). `keep_treatment(i)` drops some treatment
+/// users' exposures (to fake a sample-ratio mismatch).
+fn cohort(
+    feature: &str,
+    n: usize,
+    t0: i64,
+    d1_control: f64,
+    d1_treatment: f64,
+    keep_treatment: impl Fn(usize) -> bool,
+) -> Vec<Value> {
+    let mut events = Vec::new();
+    for i in 0..n {
+        let user = format!("user-{i}");
+        let treated = bucket(feature, &user) <= 50;
+        if treated && !keep_treatment(i) {
+            continue;
+        }
+        let t = t0 + (i as i64 * 2 * DAY) / n as i64;
+        events.push(json!({"type": "exposure", "user_id": user, "feature": feature, "enabled": treated, "timestamp": t}));
+        events.push(json!({"type": "activity", "user_id": user, "name": "session_start", "timestamp": t + HOUR}));
+        let p = if treated { d1_treatment } else { d1_control };
+        // A low-discrepancy draw keeps the rates exact without a RNG.
+        if ((i as f64 * 0.618_033_988_7) % 1.0) < p {
+            events.push(json!({"type": "activity", "user_id": user, "name": "session_start", "timestamp": t + 30 * HOUR}));
+        }
+    }
+    events
+}
+
+/// A one-shot HTTP server that records request bodies (a webhook receiver).
+async fn webhook_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = socket.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            let _ = tx.send(body.to_string());
+                            break;
+                        }
+                    }
+                }
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    (url, rx)
+}
+
+async fn arming_a_fuse_creates_the_managed_strategy_and_validates_config(app: TestApp) {
+    app.create_feature("armed").await;
+    let r = app.put(&fuse_path("armed"), &json!({})).await;
+    let fuse = json_with_status(r, 201).await;
+    assert_eq!(fuse["status"], "ramping");
+    assert_eq!(fuse["exposurePct"], 5.0);
+    assert_eq!(
+        fuse["config"]["ramp_steps_pct"],
+        json!([5.0, 10.0, 25.0, 50.0, 100.0])
+    );
+    let strategies = json_with_status(
+        app.get("/api/admin/projects/default/features/armed/environments/development/strategies")
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(strategies[0]["name"], "flexibleRollout");
+    assert_eq!(strategies[0]["parameters"]["rollout"], "5");
+    assert_eq!(strategies[0]["id"], fuse["strategyId"]);
+
+    let bad = [
+        (json!({"alpha_rollback": 0.9}), "alpha_rollback"),
+        (json!({"ramp_steps_pct": [50, 10]}), "ramp_steps_pct"),
+        (json!({"webhook_urls": ["not a url"]}), "webhook_urls"),
+        (json!({"alpha_rolback": 0.1}), "alpha_rolback"),
+        (json!({"min_users_per_arm": "many"}), "min_users_per_arm"),
+    ];
+    for (body, field) in bad {
+        let err = json_with_status(app.put(&fuse_path("armed"), &body).await, 400).await;
+        assert_eq!(err["details"][0]["path"], field, "{body}: {err}");
+    }
+    let r = app
+        .put(&fuse_path("armed"), &json!({"min_users_per_arm": 300}))
+        .await;
+    let fuse = json_with_status(r, 200).await;
+    assert_eq!(fuse["config"]["min_users_per_arm"], 300);
+    assert_eq!(
+        fuse["exposurePct"], 5.0,
+        "reconfiguring keeps the rollout where it is"
+    );
+    let audit = json_with_status(app.get("/api/admin/events?feature=armed").await, 200).await;
+    let kinds: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"fuse-armed") && kinds.contains(&"fuse-configured"),
+        "{kinds:?}"
+    );
+    assert_eq!(app.get(&fuse_path("missing")).await.status(), 404);
+}
+
+async fn a_harmful_feature_is_throttled_then_rolled_back_locked_and_unlocked(app: TestApp) {
+    let (hook, mut received) = webhook_receiver().await;
+    app.create_feature("harmful").await;
+    app.post(
+        "/api/admin/projects/default/features/harmful/environments/development/on",
+        &json!({}),
+    )
+    .await;
+    let config = json!({"ramp_steps_pct": [10, 50, 100], "retention_days": [1], "min_users_per_arm": 100,
+        "webhook_urls": [hook]});
+    json_with_status(app.put(&fuse_path("harmful"), &config).await, 201).await;
+    let t0 = chrono::Utc::now().timestamp_millis() - 10 * DAY;
+    rewind(&app, "harmful", t0, 50.0).await;
+    send_events(&app, cohort("harmful", 4000, t0, 0.40, 0.32, |_| true)).await;
+
+    // Hourly looks from day 2 to day 6.
+    let mut decisions = Vec::new();
+    for hour in 48..=144 {
+        let at = t0 + hour * HOUR;
+        let r = app
+            .post(
+                &format!("{}/evaluate?at={at}", fuse_path("harmful")),
+                &json!({}),
+            )
+            .await;
+        let e = json_with_status(r, 200).await;
+        let kind = e["decision"]["kind"].as_str().unwrap().to_string();
+        if !matches!(kind.as_str(), "wait" | "continue") {
+            decisions.push((hour, kind.clone(), e["exposureAfter"].as_f64().unwrap()));
+        }
+        if kind == "rollback" {
+            assert_eq!(e["status"], "rolled_back");
+            assert_eq!(e["decision"]["rule"], "retention_or_activation_harm", "{e}");
+            break;
+        }
+    }
+    let kinds: Vec<&str> = decisions.iter().map(|(_, k, _)| k.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"throttle"), "decisions: {decisions:?}");
+    assert_eq!(kinds.last(), Some(&"rollback"), "decisions: {decisions:?}");
+    assert_eq!(decisions[0].2, 25.0, "a throttle halves exposure");
+
+    let fuse = json_with_status(app.get(&fuse_path("harmful")).await, 200).await;
+    assert_eq!(fuse["status"], "rolled_back");
+    assert_eq!(fuse["locked"], true);
+    assert_eq!(fuse["exposurePct"], 0.0);
+    // SDKs see the rollback on their next poll.
+    let r = app
+        .request(Method::GET, "/api/client/features")
+        .header("Authorization", CLIENT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let body = json_with_status(r, 200).await;
+    let f = body["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "harmful")
+        .unwrap()
+        .clone();
+    assert_eq!(f["strategies"][0]["parameters"]["rollout"], "0");
+    // Locked: further looks change nothing.
+    let later = t0 + 200 * HOUR;
+    let e = json_with_status(
+        app.post(
+            &format!("{}/evaluate?at={later}", fuse_path("harmful")),
+            &json!({}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(e["applied"], false);
+    assert_eq!(e["exposureAfter"], 0.0);
+
+    let audit = json_with_status(app.get("/api/admin/events?feature=harmful").await, 200).await;
+    let rollback = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "fuse-rollback")
+        .unwrap()
+        .clone();
+    assert_eq!(rollback["createdBy"], "fuse");
+    assert_eq!(rollback["preData"]["exposure"], 25.0);
+    assert_eq!(rollback["data"]["exposure"], 0.0);
+    assert_eq!(rollback["data"]["rule"], "retention_or_activation_harm");
+    assert!(rollback["data"]["analysis"]["metrics"]
+        .as_array()
+        .is_some_and(|m| !m.is_empty()));
+    assert!(audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["type"] == "fuse-throttle"));
+    let history = json_with_status(
+        app.get(&format!("{}/history", fuse_path("harmful"))).await,
+        200,
+    )
+    .await;
+    assert!(history["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["kind"] == "rollback"));
+
+    // The webhook got Slack-compatible text and structured fields.
+    let mut texts = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !texts
+        .iter()
+        .any(|t: &Value| t["fuse"]["decision"] == "rollback")
+    {
+        let body = tokio::time::timeout_at(deadline, received.recv())
+            .await
+            .expect("webhook in time")
+            .unwrap();
+        texts.push(serde_json::from_str(&body).unwrap());
+    }
+    let rb = texts
+        .iter()
+        .find(|t| t["fuse"]["decision"] == "rollback")
+        .unwrap();
+    assert!(rb["text"].as_str().unwrap().contains("harmful"));
+    assert_eq!(rb["fuse"]["exposureAfter"], 0.0);
+
+    // A person unlocks it: back to the first step, audited with who.
+    let fuse = json_with_status(
+        app.post(&format!("{}/unlock", fuse_path("harmful")), &json!({}))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(fuse["locked"], false);
+    assert_eq!(fuse["status"], "ramping");
+    assert_eq!(fuse["exposurePct"], 10.0);
+    let audit = json_with_status(
+        app.get("/api/admin/events?feature=harmful&limit=1").await,
+        200,
+    )
+    .await;
+    assert_eq!(audit["events"][0]["type"], "fuse-unlock");
+    assert_eq!(audit["events"][0]["createdBy"], "token:init-admin-1");
+    assert_eq!(
+        app.post(&format!("{}/unlock", fuse_path("harmful")), &json!({}))
+            .await
+            .status(),
+        409
+    );
+}
+
+async fn a_sample_ratio_mismatch_holds_the_fuse(app: TestApp) {
+    app.create_feature("skewed").await;
+    json_with_status(
+        app.put(
+            &fuse_path("skewed"),
+            &json!({"ramp_steps_pct": [50, 100], "retention_days": [1], "min_users_per_arm": 100}),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let t0 = chrono::Utc::now().timestamp_millis() - 10 * DAY;
+    rewind(&app, "skewed", t0, 50.0).await;
+    // Two thirds of the treatment users' exposures never arrive.
+    send_events(&app, cohort("skewed", 3000, t0, 0.4, 0.4, |i| i % 3 == 0)).await;
+    let at = t0 + 3 * DAY;
+    let e = json_with_status(
+        app.post(
+            &format!("{}/evaluate?at={at}", fuse_path("skewed")),
+            &json!({}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(e["decision"]["kind"], "hold", "{}", e["decision"]);
+    assert_eq!(e["decision"]["rule"], "srm_detected");
+    assert_eq!(e["status"], "srm_hold");
+    assert!(e["decision"]["srm"]["p_value"].as_f64().unwrap() < 0.001);
+    assert_eq!(e["exposureAfter"], 50.0);
+}
+
+async fn pause_and_resume_are_audited_and_freeze_decisions(app: TestApp) {
+    app.create_feature("paused").await;
+    json_with_status(app.put(&fuse_path("paused"), &json!({})).await, 201).await;
+    let fuse = json_with_status(
+        app.post(&format!("{}/pause", fuse_path("paused")), &json!({}))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(fuse["status"], "paused");
+    let far = chrono::Utc::now().timestamp_millis() + 30 * DAY;
+    let e = json_with_status(
+        app.post(
+            &format!("{}/evaluate?at={far}", fuse_path("paused")),
+            &json!({}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(e["applied"], false);
+    let fuse = json_with_status(
+        app.post(&format!("{}/resume", fuse_path("paused")), &json!({}))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(fuse["status"], "ramping");
+    let audit = json_with_status(
+        app.get("/api/admin/events?feature=paused&limit=2").await,
+        200,
+    )
+    .await;
+    let kinds: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["fuse-resume", "fuse-pause"]);
+    // The analysis endpoint is a dry run.
+    let e = json_with_status(
+        app.get(&format!("{}/analysis", fuse_path("paused"))).await,
+        200,
+    )
+    .await;
+    assert_eq!(e["applied"], false);
+    assert!(e["metrics"].as_array().is_some());
+}
+
+crate::both_backends!(
+    arming_a_fuse_creates_the_managed_strategy_and_validates_config,
+    a_harmful_feature_is_throttled_then_rolled_back_locked_and_unlocked,
+    a_sample_ratio_mismatch_holds_the_fuse,
+    pause_and_resume_are_audited_and_freeze_decisions,
+);
