@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::domain::fuse::settings::FuseSettings;
 use crate::domain::model::Strategy;
 use crate::domain::stats::RolloutState;
-use crate::scheduler::{rollout_text, status_of, FuseError, FuseEvaluation};
+use crate::scheduler::{rollout_text, status_of, BacktestLook, FuseError, FuseEvaluation};
 use crate::store::{now_ms, FuseChange, FuseRecord, FuseSnapshot};
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -23,7 +23,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(evaluate_fuse)
         .service(pause_fuse)
         .service(resume_fuse)
-        .service(unlock_fuse);
+        .service(unlock_fuse)
+        .service(backtest_fuse);
 }
 
 impl From<FuseError> for ApiError {
@@ -496,4 +497,143 @@ async fn unlock_fuse(
     path: FusePath,
 ) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(manual(&state, &auth.0, &path, "unlock").await?))
+}
+
+/// What to replay.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BacktestRequest {
+    /// A configuration to try instead of the fuse's own (same fields as PUT).
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<serde_json::Value>,
+    /// First look: epoch ms or RFC 3339 [default: 14 days before `to`].
+    #[schema(value_type = Option<String>)]
+    pub from: Option<serde_json::Value>,
+    /// Last look [default: now].
+    #[schema(value_type = Option<String>)]
+    pub to: Option<serde_json::Value>,
+    /// Time between looks: `30m`, `1h`, `1d`, or milliseconds [default: 1h].
+    #[schema(value_type = Option<String>)]
+    pub step: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BacktestResponse {
+    pub from: i64,
+    pub to: i64,
+    pub step_ms: i64,
+    pub looks: Vec<BacktestLook>,
+    /// The simulated exposure after the last look.
+    pub final_exposure: f64,
+    pub rollbacks: usize,
+    pub throttles: usize,
+    pub promotions: usize,
+}
+
+/// Most looks one backtest may take.
+const MAX_LOOKS: i64 = 5000;
+
+fn parse_instant(field: &str, v: &serde_json::Value) -> ApiResult<i64> {
+    crate::api::client::parse_instant(v)
+        .ok_or_else(|| ApiError::invalid(field, "must be epoch milliseconds or an RFC 3339 time"))
+}
+
+fn parse_step(v: &serde_json::Value) -> ApiResult<i64> {
+    let bad = || ApiError::invalid("step", "must be like 30m, 1h, 1d, or milliseconds");
+    let ms = match v {
+        serde_json::Value::Number(n) => n.as_i64().ok_or_else(bad)?,
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+            let n: i64 = num.parse().map_err(|_| bad())?;
+            match unit {
+                "" | "ms" => n,
+                "s" => n * 1000,
+                "m" => n * 60_000,
+                "h" => n * 3_600_000,
+                "d" => n * 86_400_000,
+                _ => return Err(bad()),
+            }
+        }
+        _ => return Err(bad()),
+    };
+    if ms < 60_000 {
+        return Err(ApiError::invalid("step", "must be at least one minute"));
+    }
+    Ok(ms)
+}
+
+/// Replay the decision rules over the stored events (only events up to each look),
+/// optionally with another configuration, and return the timeline of decisions and
+/// exposures. Nothing is applied.
+#[utoipa::path(tag = "fuses", request_body = BacktestRequest,
+    params(("project" = String, Path), ("name" = String, Path), ("env" = String, Path)),
+    responses((status = 200, body = BacktestResponse), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+#[post("/api/admin/projects/{project}/features/{name}/environments/{env}/fuse/backtest")]
+async fn backtest_fuse(
+    state: web::Data<AppState>,
+    auth: AdminToken,
+    path: FusePath,
+    Json(body): Json<BacktestRequest>,
+) -> ApiResult<HttpResponse> {
+    load(&state, &auth.0, &path).await?;
+    let (_, name, env) = path.into_inner();
+    let to = body
+        .to
+        .as_ref()
+        .map(|v| parse_instant("to", v))
+        .transpose()?
+        .unwrap_or_else(now_ms);
+    let from = body
+        .from
+        .as_ref()
+        .map(|v| parse_instant("from", v))
+        .transpose()?
+        .unwrap_or(to - 14 * 86_400_000);
+    let step = body
+        .step
+        .as_ref()
+        .map(parse_step)
+        .transpose()?
+        .unwrap_or(3_600_000);
+    if from > to {
+        return Err(ApiError::invalid("from", "must not be after `to`"));
+    }
+    if (to - from) / step > MAX_LOOKS {
+        return Err(ApiError::invalid(
+            "step",
+            format!("at most {MAX_LOOKS} looks; use a larger step"),
+        ));
+    }
+    let settings = match body.config {
+        None => None,
+        Some(config) => {
+            let s: FuseSettings = serde_json::from_value(config)
+                .map_err(|e| ApiError::invalid("config", e.to_string()))?;
+            if let Some(p) = s.validate().into_iter().next() {
+                return Err(ApiError::invalid(format!("config.{}", p.field), p.message));
+            }
+            Some(s)
+        }
+    };
+    let looks = state
+        .scheduler
+        .backtest(&name, &env, settings, from, to, step)
+        .await?;
+    let count =
+        |k: crate::domain::stats::DecisionKind| looks.iter().filter(|l| l.decision == k).count();
+    use crate::domain::stats::DecisionKind as K;
+    Ok(HttpResponse::Ok().json(BacktestResponse {
+        from,
+        to,
+        step_ms: step,
+        final_exposure: looks.last().map_or(0.0, |l| l.exposure_after),
+        rollbacks: count(K::Rollback),
+        throttles: count(K::Throttle),
+        promotions: count(K::Promote),
+        looks,
+    }))
 }

@@ -62,6 +62,24 @@ pub struct FuseEvaluation {
     pub decision: Decision,
 }
 
+/// One look of a backtest.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BacktestLook {
+    pub at: i64,
+    #[schema(value_type = String)]
+    pub decision: DecisionKind,
+    #[schema(value_type = String)]
+    pub rule: DecisionRule,
+    /// The simulated fuse's exposure before and after this look.
+    pub exposure_before: f64,
+    pub exposure_after: f64,
+    /// The exposure that was really in force at this time.
+    pub actual_exposure: f64,
+    pub treatment_users: u64,
+    pub control_users: u64,
+}
+
 /// The scheduler's shared handle.
 pub struct Scheduler {
     store: Arc<dyn Store>,
@@ -197,106 +215,16 @@ impl Scheduler {
             serde_json::from_value(record.min_p.clone()).unwrap_or_default();
         let history = history(&record);
 
-        let strategy = self
-            .store
-            .get_feature(&record.project, feature)
-            .await?
-            .environments
-            .into_iter()
-            .find(|e| e.name == environment)
-            .and_then(|e| {
-                e.strategies
-                    .into_iter()
-                    .find(|s| s.id.as_deref() == Some(record.strategy_id.as_str()))
-            })
-            .ok_or_else(|| {
-                FuseError::NotFound(format!(
-                    "the managed strategy `{}` is gone",
-                    record.strategy_id
-                ))
-            })?;
-        let group_id = strategy
-            .parameters
-            .get("groupId")
-            .filter(|g| !g.is_empty())
-            .cloned()
-            .unwrap_or_else(|| feature.to_string());
-        // Buckets can be checked only when the user id is the hashing unit.
-        let by_user = matches!(
-            strategy.parameters.get("stickiness").map(String::as_str),
-            None | Some("") | Some("default") | Some("userId")
-        );
-
-        let rows = self
-            .store
-            .cohort_rows(
-                environment,
-                feature,
-                now_ms,
-                &settings.activation_events,
-                &settings.adoption_events,
-            )
+        let look = self
+            .analyze(&record, &settings, &state, &history, &min_p, now_ms, None)
             .await?;
-        let mut users = Vec::with_capacity(rows.len());
-        let mut excluded = 0u64;
-        for row in rows {
-            let mut planned_move = false;
-            let arm = if by_user {
-                // Control = evaluated into the holdout range; a disabled user inside
-                // the rollout range was excluded by targeting, an enabled user outside
-                // it got the feature from another strategy: neither is in the experiment.
-                let bucket = f64::from(normalized_hash(&group_id, &row.user_id, 100, 0));
-                let pct = exposure_at(&history, row.t0).unwrap_or(state.exposure_pct);
-                // A promotion or throttle since t0 moves users across the boundary on
-                // purpose: their changed assignment is not a multiple exposure.
-                planned_move = (bucket <= pct) != (bucket <= state.exposure_pct);
-                match (row.enabled, bucket <= pct) {
-                    (true, true) => Some(Arm::Treatment),
-                    (false, false) => Some(Arm::Control),
-                    _ => None,
-                }
-            } else if row.enabled {
-                Some(Arm::Treatment)
-            } else {
-                Some(Arm::Control)
-            };
-            let Some(arm) = arm else {
-                excluded += 1;
-                continue;
-            };
-            users.push(CohortUser {
-                arm,
-                t0_ms: row.t0,
-                active_days: row.active_days,
-                first_activation_ms: row.first_activation,
-                first_error_ms: row.first_error,
-                adopted: row.adopted,
-                feedback: row.feedback,
-                crossed_over: row.crossovers > 0 && !planned_move,
-            });
-        }
-        let data_as_of = self
-            .store
-            .data_as_of(environment)
-            .await?
-            .unwrap_or(now_ms)
-            .min(now_ms);
-        let epoch = Epoch {
-            started_at_ms: state.step_started_at_ms,
-            treatment_pct: state.exposure_pct,
-        };
-        let analysis = build_tick_input(
-            &users,
-            &settings.stats,
-            &settings.windows(),
-            !settings.activation_events.is_empty(),
-            &epoch,
-            now_ms,
-            data_as_of,
-            &min_p,
+        let (analysis_metrics, treatment_users, control_users, excluded, decision) = (
+            look.metrics,
+            look.treatment_users,
+            look.control_users,
+            look.excluded_users,
+            look.decision,
         );
-        let decision = evaluate(&settings.stats, &state, &analysis.tick)
-            .map_err(|e| FuseError::Corrupt(e.to_string()))?;
 
         let frozen = record.paused || record.locked;
         let next = if frozen {
@@ -317,10 +245,10 @@ impl Scheduler {
             exposure_before: state.exposure_pct,
             exposure_after: next.exposure_pct,
             applied: false,
-            treatment_users: analysis.treatment_users,
-            control_users: analysis.control_users,
+            treatment_users,
+            control_users,
             excluded_users: excluded,
-            metrics: analysis.metrics,
+            metrics: analysis_metrics,
             decision,
         };
         if !apply || frozen {
@@ -402,4 +330,235 @@ impl Scheduler {
         }
         Ok(evaluation)
     }
+
+    /// Replays the decision rules over stored events from `from` to `to` every `step`
+    /// ms, as the scheduler would have decided at each look with only the events it
+    /// could have seen. The data cannot know what the simulated policy would have
+    /// changed, so users are classified and the SRM split taken from the rollout that
+    /// was actually in force (the rollout history; before it, the current rollout). The
+    /// simulated fuse starts at the ramp step matching the exposure at `from`.
+    pub async fn backtest(
+        &self,
+        feature: &str,
+        environment: &str,
+        settings_override: Option<FuseSettings>,
+        from: i64,
+        to: i64,
+        step: i64,
+    ) -> Result<Vec<BacktestLook>, FuseError> {
+        let record = self
+            .store
+            .get_fuse(feature, environment)
+            .await?
+            .ok_or_else(|| {
+                FuseError::NotFound(format!("no fuse on `{feature}` in `{environment}`"))
+            })?;
+        let settings = match settings_override {
+            Some(s) => s,
+            None => serde_json::from_value(record.config.clone())
+                .map_err(|e| FuseError::Corrupt(e.to_string()))?,
+        };
+        let current: RolloutState = serde_json::from_value(record.state.clone())
+            .map_err(|e| FuseError::Corrupt(e.to_string()))?;
+        let history = history(&record);
+        let actual_at = |t: i64| -> f64 {
+            match history.first() {
+                Some((first, _)) if t >= *first => {
+                    exposure_at(&history, t).unwrap_or(current.exposure_pct)
+                }
+                _ => current.exposure_pct,
+            }
+        };
+        let mut state = RolloutState::start(&settings.stats, from, None)
+            .map_err(|e| FuseError::Corrupt(e.to_string()))?;
+        // The rollout's clock is the real one when it began before `from`, so the
+        // maturity gates see the time that really passed.
+        state.rollout_started_at_ms = current.rollout_started_at_ms.min(from);
+        state.step_started_at_ms = history
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= from)
+            .map_or(state.rollout_started_at_ms, |(at, _)| *at);
+        let start_pct = actual_at(from);
+        state.exposure_pct = settings
+            .stats
+            .ramp_steps_pct
+            .iter()
+            .copied()
+            .filter(|s| *s <= start_pct + 1e-9)
+            .fold(state.exposure_pct, f64::max);
+        let mut min_p = HashMap::new();
+        let mut looks = Vec::new();
+        let mut t = from;
+        while t <= to {
+            let epoch_start = history
+                .iter()
+                .rev()
+                .find(|(at, _)| *at <= t)
+                .map_or(from, |(at, _)| (*at).max(from));
+            let epoch = Epoch {
+                started_at_ms: epoch_start,
+                treatment_pct: actual_at(t),
+            };
+            let look = self
+                .analyze(&record, &settings, &state, &history, &min_p, t, Some(epoch))
+                .await?;
+            for g in &look.decision.guardrails {
+                if let Some(p) = g.p_value_sticky {
+                    min_p.insert(g.name.clone(), p);
+                }
+            }
+            let next = state.apply(&look.decision, t);
+            let kind = look.decision.kind;
+            looks.push(BacktestLook {
+                at: t,
+                decision: kind,
+                rule: look.decision.rule,
+                exposure_before: state.exposure_pct,
+                exposure_after: next.exposure_pct,
+                actual_exposure: actual_at(t),
+                treatment_users: look.treatment_users,
+                control_users: look.control_users,
+            });
+            state = next;
+            if kind == DecisionKind::Rollback {
+                break; // locked until a person unlocks
+            }
+            t += step.max(1);
+        }
+        Ok(looks)
+    }
+
+    /// One look at `now_ms`: classify users, build the input, decide. `epoch_override`
+    /// replaces the SRM epoch (the backtest takes it from the rollout history).
+    #[allow(clippy::too_many_arguments)]
+    async fn analyze(
+        &self,
+        record: &FuseRecord,
+        settings: &FuseSettings,
+        state: &RolloutState,
+        history: &[(i64, f64)],
+        min_p: &HashMap<String, f64>,
+        now_ms: i64,
+        epoch_override: Option<Epoch>,
+    ) -> Result<Look, FuseError> {
+        let feature = record.feature.as_str();
+        let environment = record.environment.as_str();
+        let strategy = self
+            .store
+            .get_feature(&record.project, feature)
+            .await?
+            .environments
+            .into_iter()
+            .find(|e| e.name == environment)
+            .and_then(|e| {
+                e.strategies
+                    .into_iter()
+                    .find(|s| s.id.as_deref() == Some(record.strategy_id.as_str()))
+            })
+            .ok_or_else(|| {
+                FuseError::NotFound(format!(
+                    "the managed strategy `{}` is gone",
+                    record.strategy_id
+                ))
+            })?;
+        let group_id = strategy
+            .parameters
+            .get("groupId")
+            .filter(|g| !g.is_empty())
+            .cloned()
+            .unwrap_or_else(|| feature.to_string());
+        // Buckets can be checked only when the user id is the hashing unit.
+        let by_user = matches!(
+            strategy.parameters.get("stickiness").map(String::as_str),
+            None | Some("") | Some("default") | Some("userId")
+        );
+
+        let rows = self
+            .store
+            .cohort_rows(
+                environment,
+                feature,
+                now_ms,
+                &settings.activation_events,
+                &settings.adoption_events,
+            )
+            .await?;
+        let mut users = Vec::with_capacity(rows.len());
+        let mut excluded = 0u64;
+        for row in rows {
+            let mut planned_move = false;
+            let arm = if by_user {
+                // Control = evaluated into the holdout range; a disabled user inside
+                // the rollout range was excluded by targeting, an enabled user outside
+                // it got the feature from another strategy: neither is in the experiment.
+                let bucket = f64::from(normalized_hash(&group_id, &row.user_id, 100, 0));
+                let pct = exposure_at(history, row.t0).unwrap_or(state.exposure_pct);
+                // A promotion or throttle since t0 moves users across the boundary on
+                // purpose: their changed assignment is not a multiple exposure.
+                planned_move = (bucket <= pct) != (bucket <= state.exposure_pct);
+                match (row.enabled, bucket <= pct) {
+                    (true, true) => Some(Arm::Treatment),
+                    (false, false) => Some(Arm::Control),
+                    _ => None,
+                }
+            } else if row.enabled {
+                Some(Arm::Treatment)
+            } else {
+                Some(Arm::Control)
+            };
+            let Some(arm) = arm else {
+                excluded += 1;
+                continue;
+            };
+            users.push(CohortUser {
+                arm,
+                t0_ms: row.t0,
+                active_days: row.active_days,
+                first_activation_ms: row.first_activation,
+                first_error_ms: row.first_error,
+                adopted: row.adopted,
+                feedback: row.feedback,
+                crossed_over: row.crossovers > 0 && !planned_move,
+            });
+        }
+        let data_as_of = self
+            .store
+            .data_as_of(environment)
+            .await?
+            .unwrap_or(now_ms)
+            .min(now_ms);
+        let epoch = epoch_override.unwrap_or(Epoch {
+            started_at_ms: state.step_started_at_ms,
+            treatment_pct: state.exposure_pct,
+        });
+        let analysis = build_tick_input(
+            &users,
+            &settings.stats,
+            &settings.windows(),
+            !settings.activation_events.is_empty(),
+            &epoch,
+            now_ms,
+            data_as_of,
+            min_p,
+        );
+        let decision = evaluate(&settings.stats, state, &analysis.tick)
+            .map_err(|e| FuseError::Corrupt(e.to_string()))?;
+        Ok(Look {
+            treatment_users: analysis.treatment_users,
+            control_users: analysis.control_users,
+            excluded_users: excluded,
+            metrics: analysis.metrics,
+            decision,
+        })
+    }
+}
+
+/// What one look found.
+struct Look {
+    treatment_users: u64,
+    control_users: u64,
+    excluded_users: u64,
+    metrics: Vec<MetricSummary>,
+    decision: Decision,
 }

@@ -431,7 +431,136 @@ async fn pause_and_resume_are_audited_and_freeze_decisions(app: TestApp) {
     assert!(e["metrics"].as_array().is_some());
 }
 
+async fn a_good_feature_is_promoted_step_by_step_to_full_exposure(app: TestApp) {
+    app.create_feature("good").await;
+    app.post(
+        "/api/admin/projects/default/features/good/environments/development/on",
+        &json!({}),
+    )
+    .await;
+    let config =
+        json!({"ramp_steps_pct": [10, 50, 100], "retention_days": [1], "min_users_per_arm": 100});
+    json_with_status(app.put(&fuse_path("good"), &config).await, 201).await;
+    let t0 = chrono::Utc::now().timestamp_millis() - 14 * DAY;
+    rewind(&app, "good", t0, 10.0).await;
+
+    // Users arrive every 3 hours with the split in force; the fuse looks after each slice.
+    let per_slice = 125; // 1000 users a day
+    let mut exposure = 10.0;
+    let mut steps = vec![10.0];
+    let mut user = 0usize;
+    for slice in 0..(12 * 8) {
+        let start = t0 + slice * 3 * HOUR;
+        let mut events = Vec::new();
+        for k in 0..per_slice {
+            user += 1;
+            let id = format!("g-{user}");
+            let t = start + (k as i64 * 3 * HOUR) / per_slice as i64;
+            let treated = f64::from(bucket("good", &id)) <= exposure;
+            events.push(json!({"type": "exposure", "user_id": id, "feature": "good", "enabled": treated, "timestamp": t}));
+            // Treatment users use the feature (adoption); both arms return on day 1 alike.
+            let mut first = json!({"type": "activity", "user_id": id, "name": "session_start", "timestamp": t + HOUR});
+            if treated {
+                first["feature"] = json!("good");
+            }
+            events.push(first);
+            if ((user as f64 * 0.618_033_988_7) % 1.0) < 0.3 {
+                events.push(json!({"type": "activity", "user_id": id, "name": "session_start", "timestamp": t + 30 * HOUR}));
+            }
+        }
+        send_events(&app, events).await;
+        let at = start + 3 * HOUR;
+        let e = json_with_status(
+            app.post(
+                &format!("{}/evaluate?at={at}", fuse_path("good")),
+                &json!({}),
+            )
+            .await,
+            200,
+        )
+        .await;
+        assert_ne!(e["decision"]["kind"], "rollback", "{}", e["decision"]);
+        assert_ne!(e["decision"]["kind"], "throttle", "{}", e["decision"]);
+        let after = e["exposureAfter"].as_f64().unwrap();
+        if (after - exposure).abs() > 1e-9 {
+            assert_eq!(e["decision"]["kind"], "promote", "{}", e["decision"]);
+            steps.push(after);
+            exposure = after;
+        }
+        if exposure >= 100.0 {
+            assert_eq!(e["status"], "released");
+            break;
+        }
+    }
+    assert_eq!(
+        steps,
+        vec![10.0, 50.0, 100.0],
+        "the fuse should promote step by step"
+    );
+    let audit = json_with_status(app.get("/api/admin/events?feature=good").await, 200).await;
+    let promotions = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "fuse-promote")
+        .count();
+    assert_eq!(promotions, 2);
+}
+
+async fn a_backtest_replays_the_rules_over_stored_events_without_applying(app: TestApp) {
+    app.create_feature("replayed").await;
+    let config =
+        json!({"ramp_steps_pct": [10, 50, 100], "retention_days": [1], "min_users_per_arm": 100});
+    json_with_status(app.put(&fuse_path("replayed"), &config).await, 201).await;
+    let t0 = chrono::Utc::now().timestamp_millis() - 10 * DAY;
+    rewind(&app, "replayed", t0, 50.0).await;
+    send_events(&app, cohort("replayed", 4000, t0, 0.40, 0.32, |_| true)).await;
+
+    let body = json!({"from": t0 + 48 * HOUR, "to": t0 + 144 * HOUR, "step": "1h"});
+    let r = json_with_status(
+        app.post(&format!("{}/backtest", fuse_path("replayed")), &body)
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(r["rollbacks"], 1, "{}", r["looks"]);
+    assert!(r["throttles"].as_u64().unwrap() >= 1);
+    assert_eq!(r["finalExposure"], 0.0);
+    let looks = r["looks"].as_array().unwrap();
+    assert_eq!(
+        looks[0]["exposureBefore"], 50.0,
+        "armed at the step matching the exposure in force"
+    );
+    assert_eq!(looks[0]["actualExposure"], 50.0);
+    // Nothing was applied.
+    let fuse = json_with_status(app.get(&fuse_path("replayed")).await, 200).await;
+    assert_eq!(fuse["exposurePct"], 50.0);
+    assert_eq!(fuse["locked"], false);
+    // A laxer configuration gives another timeline from the same data.
+    let lax = json!({"from": t0 + 48 * HOUR, "to": t0 + 144 * HOUR, "step": "6h",
+        "config": {"ramp_steps_pct": [10, 50, 100], "retention_days": [1], "min_users_per_arm": 100, "min_retention_delta": -0.2}});
+    let r = json_with_status(
+        app.post(&format!("{}/backtest", fuse_path("replayed")), &lax)
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(r["rollbacks"], 0, "{}", r["looks"]);
+    let bad = json_with_status(
+        app.post(
+            &format!("{}/backtest", fuse_path("replayed")),
+            &json!({"step": "5s"}),
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert_eq!(bad["details"][0]["path"], "step");
+}
+
 crate::both_backends!(
+    a_backtest_replays_the_rules_over_stored_events_without_applying,
+    a_good_feature_is_promoted_step_by_step_to_full_exposure,
     arming_a_fuse_creates_the_managed_strategy_and_validates_config,
     a_harmful_feature_is_throttled_then_rolled_back_locked_and_unlocked,
     a_sample_ratio_mismatch_holds_the_fuse,
