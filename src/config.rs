@@ -32,6 +32,9 @@ pub enum Command {
     Openapi,
     /// Load-test event ingestion (starts a server unless --url is given).
     Loadgen(crate::loadgen::LoadgenArgs),
+    /// Start a server on a temporary database seeded with released, rolled-back and
+    /// ramping rollouts.
+    Demo(crate::demo::DemoArgs),
     /// Monte-Carlo simulation of fuses (A/A false alarms, detection of a D1 drop).
     Simulate(crate::simulate::SimulateArgs),
 }

@@ -566,3 +566,58 @@ crate::both_backends!(
     a_sample_ratio_mismatch_holds_the_fuse,
     pause_and_resume_are_audited_and_freeze_decisions,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_loop_evaluates_fuses_by_itself() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |mut s| {
+        s.scheduler_interval_secs = 1;
+        s
+    })
+    .await
+    .unwrap();
+    app.create_feature("looped").await;
+    json_with_status(app.put(&fuse_path("looped"), &json!({})).await, 201).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let fuse = json_with_status(app.get(&fuse_path("looped")).await, 200).await;
+        if !fuse["lastEvaluatedAt"].is_null() {
+            assert_eq!(
+                fuse["lastDecision"]["kind"], "wait",
+                "{}",
+                fuse["lastDecision"]
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the scheduler never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_one_postgres_replica_leads_and_another_takes_over_when_it_dies() {
+    let Some((url, _db)) = crate::helpers::fresh_database(crate::helpers::Backend::Postgres).await
+    else {
+        return;
+    };
+    let a = fusebox::store::PgStore::connect(&url, 2).await.unwrap();
+    let b = fusebox::store::PgStore::connect(&url, 2).await.unwrap();
+    use fusebox::store::Store;
+    assert!(a.try_lead().await.unwrap());
+    assert!(a.try_lead().await.unwrap(), "the leader keeps leading");
+    assert!(
+        !b.try_lead().await.unwrap(),
+        "a second replica must not lead"
+    );
+    drop(a); // the leader's session ends, as when its process dies
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !b.try_lead().await.unwrap() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no replica took over"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
