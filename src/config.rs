@@ -35,6 +35,8 @@ pub enum Command {
     /// Start a server on a temporary database seeded with released, rolled-back and
     /// ramping rollouts.
     Demo(crate::demo::DemoArgs),
+    /// Time one scheduler evaluation over generated users and events.
+    BenchFuse(crate::bench_fuse::BenchFuseArgs),
     /// Monte-Carlo simulation of fuses (A/A false alarms, detection of a D1 drop).
     Simulate(crate::simulate::SimulateArgs),
 }

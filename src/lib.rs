@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bench_fuse;
 pub mod config;
 pub mod demo;
 pub mod domain;

@@ -14,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Command::Loadgen(args)) => return fusebox::loadgen::run(args).await,
+        Some(Command::BenchFuse(args)) => return fusebox::bench_fuse::run(args).await,
         Some(Command::Demo(args)) => {
             fusebox::telemetry::init(settings.log_format);
             return fusebox::demo::run(args).await;

@@ -342,14 +342,25 @@ crate::both_backends!(
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_bodies_and_batches_get_413_with_the_limit() {
-    let app = spawn_app_with(Backend::Sqlite, |mut s| {
+async fn oversized_bodies_and_batches_get_413_with_the_limit_on_sqlite() {
+    oversized_bodies_and_batches_get_413_with_the_limit(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_and_batches_get_413_with_the_limit_on_postgres() {
+    oversized_bodies_and_batches_get_413_with_the_limit(Backend::Postgres).await;
+}
+
+async fn oversized_bodies_and_batches_get_413_with_the_limit(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |mut s| {
         s.max_batch_events = 3;
         s.max_body_bytes = 2048;
         s
     })
     .await
-    .unwrap();
+    else {
+        return;
+    };
     let t = now_ms();
     let four: Vec<Value> = (0..4).map(|i| json!({"type": "activity", "user_id": format!("u{i}"), "name": "a", "timestamp": t})).collect();
     let body = json_with_status(send(&app, CLIENT_TOKEN, &Value::Array(four)).await, 413).await;
@@ -364,13 +375,24 @@ async fn oversized_bodies_and_batches_get_413_with_the_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_ingest_queue_answers_503_with_retry_after() {
-    let app = spawn_app_with(Backend::Sqlite, |mut s| {
+async fn a_full_ingest_queue_answers_503_with_retry_after_on_sqlite() {
+    a_full_ingest_queue_answers_503_with_retry_after(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_ingest_queue_answers_503_with_retry_after_on_postgres() {
+    a_full_ingest_queue_answers_503_with_retry_after(Backend::Postgres).await;
+}
+
+async fn a_full_ingest_queue_answers_503_with_retry_after(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |mut s| {
         s.ingest_queue_events = 10;
         s
     })
     .await
-    .unwrap();
+    else {
+        return;
+    };
     let t = now_ms();
     let batch = json!([{"type": "activity", "user_id": "q", "name": "a", "timestamp": t}]);
     // Hold the whole queue, as a burst of slow writes would.
