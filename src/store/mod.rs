@@ -302,7 +302,7 @@ pub struct CohortRow {
     pub enabled: bool,
     pub t0: i64,
     pub crossovers: i64,
-    /// Bit k: activity in [t0 + k days, t0 + k+1 days), k < 64.
+    /// Bit k: activity in [t0 + k days, t0 + k+1 days), k < 63.
     pub active_days: u64,
     pub first_activation: Option<i64>,
     pub first_error: Option<i64>,

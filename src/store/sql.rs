@@ -1801,49 +1801,36 @@ macro_rules! impl_store {
                 };
                 let activation = list(4, activation_events.len());
                 let adoption = list(4 + activation_events.len(), adoption_events.len());
+                // One row per user: the activity-day bitmask is a sum of distinct powers
+                // of two (= their OR), so no per-day rows cross the driver. Days 0..62
+                // keep the sum inside a signed 64-bit integer.
                 let sql = format!(
                     "select x.user_id, x.enabled, x.t0, x.crossovers, \
                      min(case when e.kind = 'activity' and {activation} then e.ts end) as first_activation, \
                      min(case when e.kind = 'error' then e.ts end) as first_error, \
                      max(case when e.kind = 'activity' and (e.feature = x.feature or {adoption}) \
                          then cast(1 as bigint) else cast(0 as bigint) end) as adopted, \
-                     avg(case when e.kind = 'feedback' and e.feature = x.feature then e.score end) as feedback \
+                     avg(case when e.kind = 'feedback' and e.feature = x.feature then e.score end) as feedback, \
+                     cast(sum(distinct case when e.kind = 'activity' and e.ts < x.t0 + 5443200000 \
+                         then cast(1 as bigint) << cast((e.ts - x.t0) / 86400000 as integer) end) as bigint) as active_days \
                      from exposures x left join events e on e.environment = x.environment and e.user_id = x.user_id \
                      and e.ts >= x.t0 and e.ts <= $3 \
                      where x.environment = $1 and x.feature = $2 and x.t0 <= $3 \
                      group by x.user_id, x.enabled, x.t0, x.crossovers"
                 );
-                let mut q = sqlx::query_as::<_, (String, bool, i64, i64, Option<i64>, Option<i64>, Option<i64>, Option<f64>)>(
-                    sqlx::AssertSqlSafe(sql),
-                )
-                .bind(environment)
-                .bind(feature)
-                .bind(as_of);
+                type Row = (String, bool, i64, i64, Option<i64>, Option<i64>, Option<i64>, Option<f64>, Option<i64>);
+                let mut q = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql))
+                    .bind(environment)
+                    .bind(feature)
+                    .bind(as_of);
                 for name in activation_events.iter().chain(adoption_events) {
                     q = q.bind(name);
                 }
                 let rows = q.fetch_all(&self.pool).await?;
-                let days: Vec<(String, i64)> = sqlx::query_as(
-                    "select x.user_id, (e.ts - x.t0) / 86400000 as d from exposures x \
-                     join events e on e.environment = x.environment and e.user_id = x.user_id \
-                     where x.environment = $1 and x.feature = $2 and x.t0 <= $3 and e.kind = 'activity' \
-                     and e.ts >= x.t0 and e.ts <= $3 and e.ts < x.t0 + 5529600000 group by x.user_id, d",
-                )
-                .bind(environment)
-                .bind(feature)
-                .bind(as_of)
-                .fetch_all(&self.pool)
-                .await?;
-                let mut bits: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
-                for (user, d) in days {
-                    if (0..64).contains(&d) {
-                        *bits.entry(user).or_default() |= 1u64 << d;
-                    }
-                }
                 Ok(rows
                     .into_iter()
-                    .map(|(user_id, enabled, t0, crossovers, first_activation, first_error, adopted, feedback)| CohortRow {
-                        active_days: bits.get(&user_id).copied().unwrap_or(0),
+                    .map(|(user_id, enabled, t0, crossovers, first_activation, first_error, adopted, feedback, days)| CohortRow {
+                        active_days: days.unwrap_or(0) as u64,
                         user_id,
                         enabled,
                         t0,
