@@ -17,14 +17,17 @@ pub fn configure(cfg: &mut ServiceConfig) {
 pub struct HealthResponse {
     /// `ok`.
     pub status: String,
+    /// Whether this replica runs the fuse scheduler (one replica does).
+    pub scheduler_leader: bool,
 }
 
 /// Liveness: 200 while the process runs.
 #[utoipa::path(tag = "health", responses((status = 200, body = HealthResponse)))]
 #[get("/health")]
-async fn health() -> HttpResponse {
+async fn health(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(HealthResponse {
         status: "ok".into(),
+        scheduler_leader: state.scheduler.is_leading(),
     })
 }
 
@@ -41,5 +44,6 @@ async fn ready(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     })?;
     Ok(HttpResponse::Ok().json(HealthResponse {
         status: "ok".into(),
+        scheduler_leader: state.scheduler.is_leading(),
     }))
 }

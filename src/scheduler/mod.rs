@@ -85,6 +85,8 @@ pub struct Scheduler {
     store: Arc<dyn Store>,
     snapshots: Arc<SnapshotCache>,
     notifier: Notifier,
+    /// Whether this replica led at its last leadership check (shown by /health).
+    leading: std::sync::atomic::AtomicBool,
 }
 
 /// Status name for a fuse after a decision.
@@ -145,7 +147,13 @@ impl Scheduler {
             notifier: Notifier::new(store.clone()),
             store,
             snapshots,
+            leading: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Whether this replica currently runs the scheduler.
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs until the process ends: every `interval`, if this replica leads, one tick.
@@ -154,7 +162,12 @@ impl Scheduler {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            match self.store.try_lead().await {
+            let lead = self.store.try_lead().await;
+            self.leading.store(
+                matches!(lead, Ok(true)),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            match lead {
                 Ok(true) => {
                     let started = std::time::Instant::now();
                     let evaluated = self.tick(crate::store::now_ms()).await;

@@ -12,5 +12,6 @@ mod frontend;
 mod fuses;
 mod health;
 mod openapi;
+mod replicas;
 mod sdk;
 mod state;
