@@ -177,6 +177,29 @@ pub fn build_app(
                 }
             })
             .wrap_fn(api::cors::handle)
+            .wrap_fn(|req, srv| {
+                // Route patterns, not raw paths, keep label cardinality bounded.
+                let started = std::time::Instant::now();
+                let method = req.method().to_string();
+                let response = srv.call(req);
+                async move {
+                    let response = response.await?;
+                    if let Some(m) = crate::metrics::metrics() {
+                        let route = response
+                            .request()
+                            .match_pattern()
+                            .unwrap_or_else(|| "unmatched".into());
+                        let status = response.status().as_u16().to_string();
+                        m.http_requests
+                            .with_label_values(&[&method, &route, &status])
+                            .inc();
+                        m.http_duration
+                            .with_label_values(&[&method, &route])
+                            .observe(started.elapsed().as_secs_f64());
+                    }
+                    Ok(response)
+                }
+            })
             .wrap(tracing_actix_web::TracingLogger::default())
             .default_service(web::to(api::not_found))
         })

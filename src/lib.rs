@@ -10,6 +10,7 @@ pub mod demo;
 pub mod domain;
 pub mod ingest;
 pub mod loadgen;
+pub mod metrics;
 pub mod scheduler;
 pub mod simulate;
 pub mod snapshot;

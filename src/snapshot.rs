@@ -193,7 +193,13 @@ impl SnapshotCache {
     /// The serialised `/api/client/features` body for a query.
     pub async fn client_features(&self, query: &FeaturesQuery) -> StoreResult<Arc<CachedBody>> {
         if let Some(body) = self.bodies.get(query) {
+            if let Some(m) = crate::metrics::metrics() {
+                m.client_cache.with_label_values(&["hit"]).inc();
+            }
             return Ok(body);
+        }
+        if let Some(m) = crate::metrics::metrics() {
+            m.client_cache.with_label_values(&["miss"]).inc();
         }
         let snapshot = self.env(&query.environment).await?;
         let body = Arc::new(render_client_features(&snapshot, query)?);

@@ -236,6 +236,17 @@ async fn ingest_events(
         Err(e) => return Ok(busy_response(submit_error(e))),
     };
     let stored = outcome.stored.iter().filter(|s| **s).count();
+    if let Some(m) = crate::metrics::metrics() {
+        m.events
+            .with_label_values(&["accepted"])
+            .inc_by(stored as u64);
+        m.events
+            .with_label_values(&["duplicate"])
+            .inc_by((total - stored) as u64);
+        m.events
+            .with_label_values(&["rejected"])
+            .inc_by(rejected.len() as u64);
+    }
     Ok(HttpResponse::Accepted().json(IngestResponse {
         accepted: stored,
         duplicates: total - stored,

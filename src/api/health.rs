@@ -9,7 +9,24 @@ use super::error::{ApiError, ApiResult, Code};
 use crate::app::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(health).service(ready);
+    cfg.service(health)
+        .service(ready)
+        .service(prometheus_metrics);
+}
+
+/// Prometheus metrics (text format): requests and latency per route, events by
+/// outcome, writer queue depth, SDK cache hits, scheduler pass duration, fuse
+/// decisions by kind.
+#[utoipa::path(tag = "health", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[get("/metrics")]
+async fn prometheus_metrics(state: web::Data<AppState>) -> HttpResponse {
+    if let Some(m) = crate::metrics::metrics() {
+        m.ingest_queue
+            .set(i64::try_from(state.ingest.queued()).unwrap_or(i64::MAX));
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::metrics::render())
 }
 
 /// Probe body.

@@ -171,6 +171,9 @@ impl Scheduler {
                 Ok(true) => {
                     let started = std::time::Instant::now();
                     let evaluated = self.tick(crate::store::now_ms()).await;
+                    if let Some(m) = crate::metrics::metrics() {
+                        m.scheduler_pass.observe(started.elapsed().as_secs_f64());
+                    }
                     tracing::debug!(
                         fuses = evaluated,
                         took_ms = started.elapsed().as_millis() as u64,
@@ -329,6 +332,11 @@ impl Scheduler {
             .apply_fuse_change(&change, &Actor("fuse".into()))
             .await?;
         evaluation.applied = applied;
+        if applied {
+            if let Some(m) = crate::metrics::metrics() {
+                m.fuse_decisions.with_label_values(&[kind.as_str()]).inc();
+            }
+        }
         if applied && (exposure_changed || status_changed) {
             if exposure_changed {
                 if let Err(e) = self.snapshots.refresh().await {

@@ -80,6 +80,9 @@ impl Notifier {
                     }
                 }
                 tracing::warn!(%url, error = %last_error, "webhook delivery failed");
+                if let Some(m) = crate::metrics::metrics() {
+                    m.webhook_failures.inc();
+                }
                 let failure =
                     serde_json::json!({ "url": url, "error": last_error, "attempts": ATTEMPTS });
                 if let Err(e) = this
