@@ -106,6 +106,22 @@ pub(crate) fn project_scope(caller: &Caller, filter: Option<&str>) -> Option<BTr
     }
 }
 
+/// What an SDK poll asks for: its token's scope narrowed by the query string.
+fn features_query(
+    req: &HttpRequest,
+    caller: &Caller,
+    inline_segments: bool,
+) -> ApiResult<FeaturesQuery> {
+    let query = ClientFeaturesQuery::parse(req.query_string())?;
+    Ok(FeaturesQuery {
+        tags: query.tags()?,
+        environment: caller.scope.environment.clone(),
+        projects: project_scope(caller, query.project.as_deref()),
+        name_prefix: query.name_prefix.clone().filter(|p| !p.is_empty()),
+        inline_segments,
+    })
+}
+
 /// Whether `If-None-Match` names this ETag (exactly, in a list, or `*`).
 pub(crate) fn etag_matches(req: &HttpRequest, etag: &str) -> bool {
     req.headers()
@@ -130,14 +146,7 @@ async fn client_features(
     state: web::Data<AppState>,
     token: ClientToken,
 ) -> ApiResult<HttpResponse> {
-    let query = ClientFeaturesQuery::parse(req.query_string())?;
-    let query = FeaturesQuery {
-        tags: query.tags()?,
-        environment: token.0.scope.environment.clone(),
-        projects: project_scope(&token.0, query.project.as_deref()),
-        name_prefix: query.name_prefix.clone().filter(|p| !p.is_empty()),
-        inline_segments: !supports_segments(&req),
-    };
+    let query = features_query(&req, &token.0, !supports_segments(&req))?;
     let cached = state.snapshots.client_features(&query).await?;
     if etag_matches(&req, &cached.etag) {
         return Ok(HttpResponse::NotModified()
@@ -163,14 +172,8 @@ async fn client_delta(
     state: web::Data<AppState>,
     token: ClientToken,
 ) -> ApiResult<HttpResponse> {
-    let query = ClientFeaturesQuery::parse(req.query_string())?;
-    let query = FeaturesQuery {
-        tags: query.tags()?,
-        environment: token.0.scope.environment.clone(),
-        projects: project_scope(&token.0, query.project.as_deref()),
-        name_prefix: query.name_prefix.clone().filter(|p| !p.is_empty()),
-        inline_segments: false,
-    };
+    // Delta SDKs (spec >= 5.2) always take segments by reference.
+    let query = features_query(&req, &token.0, false)?;
     let client_etag = req
         .headers()
         .get(header::IF_NONE_MATCH)
