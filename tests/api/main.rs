@@ -11,6 +11,7 @@ mod events;
 mod frontend;
 mod fuses;
 mod health;
+mod matrix;
 mod openapi;
 mod replicas;
 mod sdk;
