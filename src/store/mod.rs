@@ -191,7 +191,7 @@ pub struct NewQuarantine {
 }
 
 /// A quarantined record as listed by the admin API.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct QuarantineItem {
     pub id: i64,
@@ -227,7 +227,7 @@ pub struct StoredEvent {
 }
 
 /// A user's cohort assignment for one feature.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct Exposure {
     pub environment: String,

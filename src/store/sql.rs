@@ -6,7 +6,7 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::{Exposure, NewEvent, QuarantineItem, StoreError, StoreResult, StoredEvent};
+use super::{Exposure, NewEvent, StoreError, StoreResult, StoredEvent};
 
 pub(super) fn to_json<T: Serialize>(value: &T) -> StoreResult<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Other(e.into()))
@@ -325,31 +325,6 @@ pub(super) fn fold_exposures<'a>(events: impl Iterator<Item = &'a NewEvent>) -> 
 }
 
 #[derive(sqlx::FromRow)]
-pub(super) struct QuarantineRow {
-    pub id: i64,
-    pub received_at: i64,
-    pub environment: Option<String>,
-    pub token_name: Option<String>,
-    pub reason: String,
-    pub message: String,
-    pub raw: String,
-}
-
-impl QuarantineRow {
-    pub fn into_domain(self) -> QuarantineItem {
-        QuarantineItem {
-            id: self.id,
-            received_at: self.received_at,
-            environment: self.environment,
-            token_name: self.token_name,
-            reason: self.reason,
-            message: self.message,
-            raw: self.raw,
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
 pub(super) struct EventRow {
     pub id: String,
     pub environment: String,
@@ -383,35 +358,6 @@ impl EventRow {
             timestamp: self.ts,
             received_at: self.received_at,
         })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(super) struct ExposureRow {
-    pub environment: String,
-    pub feature: String,
-    pub user_id: String,
-    pub enabled: bool,
-    pub variant: Option<String>,
-    pub t0: i64,
-    pub last_seen: i64,
-    pub exposure_count: i64,
-    pub crossovers: i64,
-}
-
-impl ExposureRow {
-    pub fn into_domain(self) -> Exposure {
-        Exposure {
-            environment: self.environment,
-            feature: self.feature,
-            user_id: self.user_id,
-            enabled: self.enabled,
-            variant: self.variant,
-            t0: self.t0,
-            last_seen: self.last_seen,
-            exposure_count: self.exposure_count,
-            crossovers: self.crossovers,
-        }
     }
 }
 
@@ -1549,7 +1495,7 @@ macro_rules! impl_store {
             }
 
             async fn list_quarantine(&self, reason: Option<&str>, limit: i64) -> StoreResult<Vec<QuarantineItem>> {
-                let rows: Vec<QuarantineRow> = sqlx::query_as(
+                let rows: Vec<QuarantineItem> = sqlx::query_as(
                     "select id, received_at, environment, token_name, reason, message, raw from quarantine \
                      where ($1 or reason = $2) order by id desc limit $3",
                 )
@@ -1558,18 +1504,17 @@ macro_rules! impl_store {
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(rows.into_iter().map(QuarantineRow::into_domain).collect())
+                Ok(rows)
             }
 
             async fn get_quarantine(&self, id: i64) -> StoreResult<QuarantineItem> {
-                let row: Option<QuarantineRow> = sqlx::query_as(
+                let row: Option<QuarantineItem> = sqlx::query_as(
                     "select id, received_at, environment, token_name, reason, message, raw from quarantine where id = $1",
                 )
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?;
-                row.map(QuarantineRow::into_domain)
-                    .ok_or_else(|| StoreError::NotFound(format!("quarantine record {id} not found")))
+                row.ok_or_else(|| StoreError::NotFound(format!("quarantine record {id} not found")))
             }
 
             async fn delete_quarantine(&self, id: i64) -> StoreResult<()> {
@@ -1588,7 +1533,7 @@ macro_rules! impl_store {
                 .bind(user_id)
                 .fetch_all(&self.pool)
                 .await?;
-                let exposures: Vec<ExposureRow> = sqlx::query_as(
+                let exposures: Vec<Exposure> = sqlx::query_as(
                     "select environment, feature, user_id, enabled, variant, t0, last_seen, exposure_count, crossovers \
                      from exposures where user_id = $1 order by environment, feature",
                 )
@@ -1597,7 +1542,7 @@ macro_rules! impl_store {
                 .await?;
                 Ok((
                     events.into_iter().map(EventRow::into_domain).collect::<StoreResult<_>>()?,
-                    exposures.into_iter().map(ExposureRow::into_domain).collect(),
+                    exposures,
                 ))
             }
 
