@@ -106,9 +106,11 @@ impl Application {
     }
 
     /// Serves until SIGINT/SIGTERM: actix stops accepting and finishes in-flight
-    /// requests, then the event writer drains what it accepted.
+    /// requests, the scheduler finishes the pass under way, then the event writer
+    /// drains what it accepted.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
+        self.state.scheduler.shutdown().await;
         self.state.ingest.shutdown().await;
         tracing::info!("event writer drained; stopped");
         served

@@ -87,6 +87,9 @@ pub struct Scheduler {
     notifier: Notifier,
     /// Whether this replica led at its last leadership check (shown by /health).
     leading: std::sync::atomic::AtomicBool,
+    /// Held for the length of a pass, so shutdown can wait for the one under way.
+    pass: tokio::sync::Mutex<()>,
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Status name for a fuse after a decision.
@@ -148,7 +151,20 @@ impl Scheduler {
             store,
             snapshots,
             leading: std::sync::atomic::AtomicBool::new(false),
+            pass: tokio::sync::Mutex::new(()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Lets a pass under way finish, and starts no other.
+    pub async fn shutdown(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        let _pass = self.pass.lock().await;
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether this replica currently runs the scheduler.
@@ -162,6 +178,9 @@ impl Scheduler {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
+            if self.is_stopping() {
+                return;
+            }
             let lead = self.store.try_lead().await;
             self.leading.store(
                 matches!(lead, Ok(true)),
@@ -186,8 +205,13 @@ impl Scheduler {
         }
     }
 
-    /// One pass over every active fuse at `now_ms`; returns how many were evaluated.
+    /// One pass over every active fuse at `now_ms`; returns how many were evaluated
+    /// (none once shutdown has begun).
     pub async fn tick(&self, now_ms: i64) -> usize {
+        let _pass = self.pass.lock().await;
+        if self.is_stopping() {
+            return 0;
+        }
         let fuses = match self.store.active_fuses().await {
             Ok(f) => f,
             Err(e) => {

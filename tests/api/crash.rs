@@ -145,3 +145,67 @@ async fn acknowledged_events_survive_sigkill_on_sqlite() {
 async fn acknowledged_events_survive_sigkill_on_postgres() {
     acknowledged_events_survive_sigkill(Backend::Postgres).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_acknowledged_events_and_exits_cleanly() {
+    let Some((url, _db)) = fresh_database(Backend::Sqlite).await else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut server = start(&url, port);
+    wait_ready(&client, &base).await;
+    let mut acked = 0usize;
+    for n in 0..20 {
+        let r = client
+            .post(format!("{base}/api/events"))
+            .header("Authorization", CLIENT_TOKEN)
+            .json(&batch(9, n, 100))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        acked += 100;
+    }
+    let pid = server.0.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = server.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "exit status after SIGTERM: {exit:?}");
+    // Restart and check that everything acknowledged is stored.
+    let _server = start(&url, port);
+    wait_ready(&client, &base).await;
+    let mut duplicates = 0u64;
+    for n in 0..20 {
+        let v: Value = client
+            .post(format!("{base}/api/events"))
+            .header("Authorization", CLIENT_TOKEN)
+            .json(&batch(9, n, 100))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        duplicates += v["duplicates"].as_u64().unwrap();
+    }
+    assert_eq!(duplicates as usize, acked);
+}

@@ -621,3 +621,21 @@ async fn only_one_postgres_replica_leads_and_another_takes_over_when_it_dies() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_scheduler_pass_starts_after_shutdown() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    app.create_feature("stopping").await;
+    json_with_status(app.put(&fuse_path("stopping"), &json!({})).await, 201).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    assert_eq!(app.state.scheduler.tick(now).await, 1);
+    app.state.scheduler.shutdown().await;
+    assert_eq!(app.state.scheduler.tick(now + HOUR).await, 0);
+    let fuse = json_with_status(app.get(&fuse_path("stopping")).await, 200).await;
+    assert_eq!(
+        fuse["lastEvaluatedAt"], now,
+        "the pass after shutdown must not run"
+    );
+}
