@@ -149,11 +149,6 @@ pub fn build_app(
         .openapi(api::openapi::base())
         .app_data(state)
         .app_data(web::PayloadConfig::new(max_body))
-        .app_data(
-            web::JsonConfig::default()
-                .limit(max_body)
-                .error_handler(|e, _| api::error::json_error(e)),
-        )
         .app_data(web::QueryConfig::default().error_handler(|e, _| api::error::query_error(e)))
         .app_data(web::PathConfig::default().error_handler(|e, _| api::error::path_error(e)))
         .configure(api::configure)

@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::domain::eval::normalized_hash;
 use crate::domain::stats::RolloutState;
 use crate::scheduler::rollout_text;
-use crate::store::{Actor, FuseChange};
+use crate::store::{Actor, FuseChange, Store};
 
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
@@ -96,6 +96,41 @@ async fn send(http: &reqwest::Client, base: &str, events: Vec<Value>) -> anyhow:
     Ok(())
 }
 
+/// Moves a fuse's rollout start (and its only exposure epoch) to `t0`, at `pct`, as
+/// if it had been armed then; the managed strategy follows. For seeding history (the
+/// demo, tests), never for production decisions.
+pub async fn rewind_fuse(
+    store: &dyn Store,
+    feature: &str,
+    environment: &str,
+    t0: i64,
+    pct: f64,
+) -> anyhow::Result<()> {
+    let mut record = store
+        .get_fuse(feature, environment)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no fuse on {feature} in {environment}"))?;
+    let mut rollout: RolloutState = serde_json::from_value(record.state.clone())?;
+    rollout.rollout_started_at_ms = t0;
+    rollout.step_started_at_ms = t0;
+    rollout.exposure_pct = pct;
+    record.state = serde_json::to_value(&rollout)?;
+    record.rollout_history = json!([[t0, pct]]);
+    let saved = store.put_fuse(&record, None, &Actor::system()).await?;
+    let change = FuseChange {
+        expected_version: saved.version,
+        record: saved,
+        rollout: Some(rollout_text(pct)),
+        audit: None,
+        snapshot: None,
+    };
+    anyhow::ensure!(
+        store.apply_fuse_change(&change, &Actor::system()).await?,
+        "the fuse changed meanwhile"
+    );
+    Ok(())
+}
+
 /// Arms a fuse and moves its timeline to `t0` at `pct`, as if armed back then.
 async fn arm_in_past(
     state: &AppState,
@@ -131,33 +166,7 @@ async fn arm_in_past(
         &config,
     )
     .await?;
-    let mut record = state
-        .store
-        .get_fuse(feature, "development")
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("fuse not armed"))?;
-    let mut rollout: RolloutState = serde_json::from_value(record.state.clone())?;
-    rollout.rollout_started_at_ms = t0;
-    rollout.step_started_at_ms = t0;
-    rollout.exposure_pct = pct;
-    record.state = serde_json::to_value(&rollout)?;
-    record.rollout_history = json!([[t0, pct]]);
-    let saved = state
-        .store
-        .put_fuse(&record, None, &Actor::system())
-        .await?;
-    let change = FuseChange {
-        expected_version: saved.version,
-        record: saved,
-        rollout: Some(rollout_text(pct)),
-        audit: None,
-        snapshot: None,
-    };
-    state
-        .store
-        .apply_fuse_change(&change, &Actor::system())
-        .await?;
-    Ok(())
+    rewind_fuse(state.store.as_ref(), feature, "development", t0, pct).await
 }
 
 /// One arriving user's events: exposure with the split in force, a first session

@@ -154,50 +154,6 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// Maps serde/actix extractor failures to the one error body, with the field path
-/// where serde gives one.
-pub fn json_error(err: actix_web::error::JsonPayloadError) -> actix_web::Error {
-    use actix_web::error::JsonPayloadError as E;
-    let api = match &err {
-        E::OverflowKnownLength { length, limit } => ApiError::new(
-            Code::PayloadTooLarge,
-            format!("body of {length} bytes is over the limit of {limit} bytes"),
-        ),
-        E::Overflow { limit } => ApiError::new(
-            Code::PayloadTooLarge,
-            format!("body is over the limit of {limit} bytes"),
-        ),
-        E::ContentType => ApiError::new(
-            Code::UnsupportedMediaType,
-            "expected Content-Type: application/json",
-        ),
-        E::Deserialize(de) => {
-            let message = de.to_string();
-            let api = ApiError::new(Code::InvalidJson, format!("invalid JSON body: {message}"));
-            if de.is_data() {
-                api.with_details(vec![ErrorDetail {
-                    path: data_error_path(&message),
-                    message,
-                }])
-            } else {
-                api
-            }
-        }
-        other => ApiError::new(Code::InvalidJson, format!("invalid JSON body: {other}")),
-    };
-    api.into()
-}
-
-/// serde_path_to_error is not in the tree; serde's messages name the field, which is
-/// what `details.path` carries when no better path is known.
-fn data_error_path(message: &str) -> String {
-    message
-        .split('`')
-        .nth(1)
-        .map(String::from)
-        .unwrap_or_else(|| "$".into())
-}
-
 pub fn query_error(err: actix_web::error::QueryPayloadError) -> actix_web::Error {
     ApiError::new(Code::InvalidQuery, format!("invalid query string: {err}")).into()
 }

@@ -14,7 +14,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::error::{ApiError, ApiResult, Code, ErrorBody};
 use super::extract::{payload_error, AdminToken, Caller, EvaluationToken};
 use crate::app::AppState;
-use crate::domain::events::{self, derive_id, parse_batch, Event, Rules};
+use crate::domain::events::{self, parse_batch, Event, Rules};
 use crate::ingest::SubmitError;
 use crate::snapshot::EnvSnapshot;
 use crate::store::{now_ms, Exposure, NewEvent, NewQuarantine, QuarantineItem, StoredEvent};
@@ -204,11 +204,8 @@ async fn ingest_events(
     for (index, raw) in raws.iter().enumerate() {
         let outcome = events::validate(raw, &rules)
             .map_err(|r| (r.code, r.message))
-            .and_then(|mut event| {
+            .and_then(|event| {
                 check_scope(&event, &caller, &snapshot)?;
-                if event.id.is_empty() {
-                    event.id = derive_id(raw);
-                }
                 Ok(event)
             });
         match outcome {
@@ -327,7 +324,7 @@ async fn replay_quarantined(
             .saturating_mul(86_400_000),
         pii: &state.pii,
     };
-    let mut event = events::validate(&raw, &rules)
+    let event = events::validate(&raw, &rules)
         .map_err(|r| unprocessable(format!("{}: {}", r.code, r.message)))?;
     let snapshot = state.snapshots.env(&environment).await?;
     if let Some(feature) = &event.feature {
@@ -336,9 +333,6 @@ async fn replay_quarantined(
                 "unknown_feature: feature `{feature}` does not exist in environment `{environment}`"
             )));
         }
-    }
-    if event.id.is_empty() {
-        event.id = derive_id(&raw);
     }
     let outcome = state
         .ingest

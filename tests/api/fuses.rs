@@ -20,41 +20,11 @@ fn bucket(feature: &str, user: &str) -> u32 {
     fusebox::domain::eval::normalized_hash(feature, user, 100, 0)
 }
 
-/// Moves the fuse's rollout start (and its only exposure epoch) to `t0`, at `pct`.
+/// Moves the fuse's timeline into the past (see `fusebox::demo::rewind_fuse`).
 async fn rewind(app: &TestApp, feature: &str, t0: i64, pct: f64) {
-    let mut record = app
-        .state
-        .store
-        .get_fuse(feature, "development")
-        .await
-        .unwrap()
-        .unwrap();
-    let mut state: fusebox::domain::stats::RolloutState =
-        serde_json::from_value(record.state.clone()).unwrap();
-    state.rollout_started_at_ms = t0;
-    state.step_started_at_ms = t0;
-    state.exposure_pct = pct;
-    record.state = serde_json::to_value(&state).unwrap();
-    record.rollout_history = json!([[t0, pct]]);
-    let saved = app
-        .state
-        .store
-        .put_fuse(&record, None, &fusebox::store::Actor::system())
+    fusebox::demo::rewind_fuse(app.state.store.as_ref(), feature, "development", t0, pct)
         .await
         .unwrap();
-    let change = fusebox::store::FuseChange {
-        expected_version: saved.version,
-        record: saved,
-        rollout: Some(fusebox::scheduler::rollout_text(pct)),
-        audit: None,
-        snapshot: None,
-    };
-    assert!(app
-        .state
-        .store
-        .apply_fuse_change(&change, &fusebox::store::Actor::system())
-        .await
-        .unwrap());
 }
 
 async fn send_events(app: &TestApp, events: Vec<Value>) {
