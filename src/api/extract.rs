@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use actix_web::{dev::Payload, http::Method, web, FromRequest, HttpRequest};
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, Code, ErrorDetail};
@@ -144,12 +144,17 @@ fn authenticate(req: &HttpRequest, kinds: &[TokenKind]) -> Result<Caller, ApiErr
             wanted.join(" or ")
         )));
     }
+    if let Some(role) = token.role {
+        let read = matches!(*req.method(), Method::GET | Method::HEAD);
+        crate::domain::users::role_allows(role, read, req.path()).map_err(ApiError::forbidden)?;
+    }
     Ok(Caller {
         token_name: token.token_name.clone(),
         scope: TokenScope {
             kind: token.kind,
             projects: token.projects.clone(),
             environment: token.environment.clone(),
+            role: token.role,
         },
     })
 }

@@ -89,6 +89,9 @@ pub struct StoredToken {
     pub projects: Vec<String>,
     /// The non-secret `project:environment` prefix, for recognising a token.
     pub prefix: String,
+    /// Admin tokens: viewer, editor or admin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<super::users::Role>,
     pub created_at: i64,
     #[serde(skip)]
     pub secret_hash: String,

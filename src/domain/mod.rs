@@ -10,4 +10,5 @@ pub mod model;
 pub mod names;
 pub mod stats;
 pub mod tokens;
+pub mod users;
 pub mod validate;

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
+use super::users::Role;
+
 /// What a token may do: admin (the admin API), client (server SDKs, `/api/client/*`,
 /// events), frontend (browser SDKs, `/api/frontend`, OFREP, events).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -45,6 +47,8 @@ pub struct TokenScope {
     pub kind: TokenKind,
     pub projects: Vec<String>,
     pub environment: String,
+    /// Admin tokens only: what the token may do on the admin API.
+    pub role: Option<Role>,
 }
 
 impl TokenScope {
@@ -104,6 +108,7 @@ pub fn parse_init_token(kind: TokenKind, token: &str) -> Result<TokenScope, Stri
         kind,
         projects: vec![project.to_string()],
         environment: environment.to_string(),
+        role: (kind == TokenKind::Admin).then_some(Role::Admin),
     })
 }
 
@@ -158,6 +163,7 @@ mod tests {
             kind: TokenKind::Client,
             projects: vec!["a".into(), "b".into()],
             environment: "production".into(),
+            role: None,
         };
         let one = generate_secret(&scope);
         assert!(one.starts_with("[]:production."));

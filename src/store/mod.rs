@@ -100,7 +100,31 @@ pub struct AuditQuery {
     pub project: Option<String>,
     /// Only entries at or after this time (ms).
     pub since: Option<i64>,
+    /// Only entries before this time (ms).
+    pub until: Option<i64>,
+    /// Only entries made by this actor (`user:ann@x.io`, `token:ci`, `fuse`).
+    pub actor: Option<String>,
+    /// Only entries of this kind (`feature-updated`, `fuse-rollback`...).
+    pub kind: Option<String>,
     pub limit: i64,
+}
+
+/// A person with their password hash, for logging in.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub user: crate::domain::users::User,
+    pub password_hash: String,
+}
+
+/// Ingestion counts of one hour in one environment.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct IngestHour {
+    /// Start of the hour (ms).
+    pub hour: i64,
+    pub environment: String,
+    pub accepted: i64,
+    pub duplicates: i64,
+    pub quarantined: i64,
 }
 
 /// What an import changed.
@@ -531,6 +555,40 @@ pub trait Store: Send + Sync + 'static {
         environment: &str,
         since: i64,
     ) -> StoreResult<Vec<HourlyMetrics>>;
+
+    /// Ingestion counts per hour and environment since `since` (ms), oldest first.
+    async fn ingest_hourly(&self, since: i64) -> StoreResult<Vec<IngestHour>>;
+
+    async fn count_users(&self) -> StoreResult<i64>;
+    async fn list_users(&self) -> StoreResult<Vec<crate::domain::users::User>>;
+    async fn find_user(&self, email: &str) -> StoreResult<Option<UserRecord>>;
+    async fn get_user(&self, id: i64) -> StoreResult<Option<UserRecord>>;
+    /// Creates a user; `Conflict` if the email is taken. With `only_if_none`, creates
+    /// it only while no user exists (the one-time setup), else `Conflict`.
+    async fn create_user(
+        &self,
+        email: &str,
+        password_hash: &str,
+        role: crate::domain::users::Role,
+        only_if_none: bool,
+        actor: &Actor,
+    ) -> StoreResult<crate::domain::users::User>;
+    async fn set_user_role(
+        &self,
+        id: i64,
+        role: crate::domain::users::Role,
+        actor: &Actor,
+    ) -> StoreResult<crate::domain::users::User>;
+    async fn set_user_password(
+        &self,
+        id: i64,
+        password_hash: &str,
+        actor: &Actor,
+    ) -> StoreResult<()>;
+    async fn delete_user(&self, id: i64, actor: &Actor) -> StoreResult<()>;
+    /// The secret stored under `name`, storing `candidate` first if there is none;
+    /// every replica gets the same value.
+    async fn server_secret(&self, name: &str, candidate: &str) -> StoreResult<String>;
 }
 
 /// Opens the store named by a `DATABASE_URL` and runs its migrations.

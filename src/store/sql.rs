@@ -110,6 +110,32 @@ pub(super) struct TokenRow {
     pub projects: String,
     pub secret_hash: String,
     pub created_at: i64,
+    pub role: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct UserRow {
+    pub id: i64,
+    pub email: String,
+    pub password_hash: String,
+    pub role: String,
+    pub created_at: i64,
+}
+
+impl UserRow {
+    pub fn into_domain(self) -> StoreResult<super::UserRecord> {
+        let role = crate::domain::users::Role::parse(&self.role)
+            .ok_or_else(|| StoreError::Other(anyhow::anyhow!("unknown user role {}", self.role)))?;
+        Ok(super::UserRecord {
+            user: crate::domain::users::User {
+                id: self.id,
+                email: self.email,
+                role,
+                created_at: self.created_at,
+            },
+            password_hash: self.password_hash,
+        })
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -206,10 +232,26 @@ impl TokenRow {
             StoreError::Other(anyhow::anyhow!("unknown token kind {}", self.kind))
         })?;
         let projects: Vec<String> = from_json(&self.projects)?;
+        // Admin tokens from before roles existed are admins.
+        let role = match kind {
+            crate::domain::tokens::TokenKind::Admin => Some(
+                self.role
+                    .as_deref()
+                    .map_or(
+                        Some(crate::domain::users::Role::Admin),
+                        crate::domain::users::Role::parse,
+                    )
+                    .ok_or_else(|| {
+                        StoreError::Other(anyhow::anyhow!("unknown token role {:?}", self.role))
+                    })?,
+            ),
+            _ => None,
+        };
         let scope = crate::domain::tokens::TokenScope {
             kind,
             projects: projects.clone(),
             environment: self.environment.clone(),
+            role,
         };
         Ok(crate::domain::admin::StoredToken {
             id: self.id,
@@ -218,6 +260,7 @@ impl TokenRow {
             environment: self.environment,
             projects,
             prefix: scope.prefix(),
+            role,
             created_at: self.created_at,
             secret_hash: self.secret_hash,
         })
@@ -1124,7 +1167,7 @@ macro_rules! impl_store {
 
             async fn list_tokens(&self) -> StoreResult<Vec<StoredToken>> {
                 let rows: Vec<TokenRow> = sqlx::query_as(
-                    "select id, name, kind, environment, projects, secret_hash, created_at from api_tokens order by id",
+                    "select id, name, kind, environment, projects, secret_hash, created_at, role from api_tokens order by id",
                 )
                 .fetch_all(&self.pool)
                 .await?;
@@ -1147,9 +1190,9 @@ macro_rules! impl_store {
                     return Ok(None);
                 }
                 let row: TokenRow = sqlx::query_as(
-                    "insert into api_tokens (name, kind, environment, projects, secret_hash, created_at) \
-                     values ($1, $2, $3, $4, $5, $6) \
-                     returning id, name, kind, environment, projects, secret_hash, created_at",
+                    "insert into api_tokens (name, kind, environment, projects, secret_hash, created_at, role) \
+                     values ($1, $2, $3, $4, $5, $6, $7) \
+                     returning id, name, kind, environment, projects, secret_hash, created_at, role",
                 )
                 .bind(name)
                 .bind(scope.kind.as_str())
@@ -1157,6 +1200,7 @@ macro_rules! impl_store {
                 .bind(to_json(&scope.projects)?)
                 .bind(secret_hash)
                 .bind(now_ms())
+                .bind(scope.role.map(|r| r.as_str()))
                 .fetch_one(&mut *tx)
                 .await?;
                 let token = row.into_domain()?;
@@ -1168,7 +1212,7 @@ macro_rules! impl_store {
             async fn delete_token(&self, id: i64, actor: &Actor) -> StoreResult<()> {
                 let mut tx = self.pool.begin().await?;
                 let row: Option<TokenRow> = sqlx::query_as(
-                    "select id, name, kind, environment, projects, secret_hash, created_at from api_tokens where id = $1",
+                    "select id, name, kind, environment, projects, secret_hash, created_at, role from api_tokens where id = $1",
                 )
                 .bind(id)
                 .fetch_optional(&mut *tx)
@@ -1489,6 +1533,32 @@ macro_rules! impl_store {
                             .bind(&r.raw);
                     }
                     q.execute(&mut *tx).await?;
+                }
+                // Hourly counts for the UI: (hour, env) -> accepted, duplicates, quarantined.
+                let mut hourly: std::collections::BTreeMap<(i64, &str), (i64, i64, i64)> = Default::default();
+                for e in events {
+                    let c = hourly.entry((e.received_at - e.received_at.rem_euclid(3_600_000), e.environment.as_str())).or_default();
+                    if inserted.contains(&e.id) { c.0 += 1 } else { c.1 += 1 }
+                }
+                for r in quarantine {
+                    let env = r.environment.as_deref().unwrap_or("");
+                    hourly.entry((r.received_at - r.received_at.rem_euclid(3_600_000), env)).or_default().2 += 1;
+                }
+                for ((hour, environment), (accepted, duplicates, quarantined)) in hourly {
+                    sqlx::query(
+                        "insert into ingest_hourly (hour, environment, accepted, duplicates, quarantined) \
+                         values ($1, $2, $3, $4, $5) on conflict (hour, environment) do update set \
+                         accepted = ingest_hourly.accepted + excluded.accepted, \
+                         duplicates = ingest_hourly.duplicates + excluded.duplicates, \
+                         quarantined = ingest_hourly.quarantined + excluded.quarantined",
+                    )
+                    .bind(hour)
+                    .bind(environment)
+                    .bind(accepted)
+                    .bind(duplicates)
+                    .bind(quarantined)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 tx.commit().await?;
                 Ok(inserted)
@@ -1900,18 +1970,200 @@ macro_rules! impl_store {
                 Ok(out)
             }
 
+            async fn ingest_hourly(&self, since: i64) -> StoreResult<Vec<super::IngestHour>> {
+                let rows: Vec<super::IngestHour> = sqlx::query_as(
+                    "select hour, environment, accepted, duplicates, quarantined from ingest_hourly \
+                     where hour >= $1 order by hour, environment",
+                )
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows)
+            }
+
+            async fn count_users(&self) -> StoreResult<i64> {
+                let (n,): (i64,) = sqlx::query_as("select count(*) from users").fetch_one(&self.pool).await?;
+                Ok(n)
+            }
+
+            async fn list_users(&self) -> StoreResult<Vec<crate::domain::users::User>> {
+                let rows: Vec<UserRow> = sqlx::query_as(
+                    "select id, email, password_hash, role, created_at from users order by email",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(|r| r.into_domain().map(|u| u.user)).collect()
+            }
+
+            async fn find_user(&self, email: &str) -> StoreResult<Option<super::UserRecord>> {
+                let row: Option<UserRow> = sqlx::query_as(
+                    "select id, email, password_hash, role, created_at from users where email = $1",
+                )
+                .bind(email)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(UserRow::into_domain).transpose()
+            }
+
+            async fn get_user(&self, id: i64) -> StoreResult<Option<super::UserRecord>> {
+                let row: Option<UserRow> = sqlx::query_as(
+                    "select id, email, password_hash, role, created_at from users where id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(UserRow::into_domain).transpose()
+            }
+
+            async fn create_user(
+                &self,
+                email: &str,
+                password_hash: &str,
+                role: crate::domain::users::Role,
+                only_if_none: bool,
+                actor: &Actor,
+            ) -> StoreResult<crate::domain::users::User> {
+                let mut tx = self.pool.begin().await?;
+                if only_if_none {
+                    // The one-time setup: a concurrent second setup finds a user and fails.
+                    let (n,): (i64,) = sqlx::query_as("select count(*) from users").fetch_one(&mut *tx).await?;
+                    if n > 0 {
+                        return Err(StoreError::Conflict("setup is already done; log in instead".into()));
+                    }
+                }
+                let now = now_ms();
+                let row: UserRow = sqlx::query_as(
+                    "insert into users (email, password_hash, role, created_at, updated_at) values ($1, $2, $3, $4, $4) \
+                     returning id, email, password_hash, role, created_at",
+                )
+                .bind(email)
+                .bind(password_hash)
+                .bind(role.as_str())
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(on_unique(|| format!("a user with email `{email}` already exists")))?;
+                let user = row.into_domain()?.user;
+                audit(&mut tx, "user-created", actor, None, None, None, None, value(&user)).await?;
+                tx.commit().await?;
+                Ok(user)
+            }
+
+            async fn set_user_role(
+                &self,
+                id: i64,
+                role: crate::domain::users::Role,
+                actor: &Actor,
+            ) -> StoreResult<crate::domain::users::User> {
+                let mut tx = self.pool.begin().await?;
+                let before: Option<UserRow> = sqlx::query_as(
+                    "select id, email, password_hash, role, created_at from users where id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let before = before
+                    .ok_or_else(|| StoreError::NotFound(format!("user {id} not found")))?
+                    .into_domain()?
+                    .user;
+                if before.role == crate::domain::users::Role::Admin && role != crate::domain::users::Role::Admin {
+                    let (admins,): (i64,) = sqlx::query_as("select count(*) from users where role = 'admin'")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if admins <= 1 {
+                        return Err(StoreError::Conflict("the last admin cannot lose the admin role".into()));
+                    }
+                }
+                sqlx::query("update users set role = $1, updated_at = $2 where id = $3")
+                    .bind(role.as_str())
+                    .bind(now_ms())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                let mut after = before.clone();
+                after.role = role;
+                audit(&mut tx, "user-updated", actor, None, None, None, value(&before), value(&after)).await?;
+                tx.commit().await?;
+                Ok(after)
+            }
+
+            async fn set_user_password(&self, id: i64, password_hash: &str, actor: &Actor) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query("update users set password_hash = $1, updated_at = $2 where id = $3")
+                    .bind(password_hash)
+                    .bind(now_ms())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound(format!("user {id} not found")));
+                }
+                audit(&mut tx, "user-password-changed", actor, None, None, None, None, Some(serde_json::json!({ "id": id }))).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn delete_user(&self, id: i64, actor: &Actor) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                let row: Option<UserRow> = sqlx::query_as(
+                    "select id, email, password_hash, role, created_at from users where id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let user = row
+                    .ok_or_else(|| StoreError::NotFound(format!("user {id} not found")))?
+                    .into_domain()?
+                    .user;
+                if user.role == crate::domain::users::Role::Admin {
+                    let (admins,): (i64,) = sqlx::query_as("select count(*) from users where role = 'admin'")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if admins <= 1 {
+                        return Err(StoreError::Conflict("the last admin cannot be deleted".into()));
+                    }
+                }
+                sqlx::query("delete from users where id = $1").bind(id).execute(&mut *tx).await?;
+                audit(&mut tx, "user-deleted", actor, None, None, None, value(&user), None).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn server_secret(&self, name: &str, candidate: &str) -> StoreResult<String> {
+                sqlx::query(
+                    "insert into server_secrets (name, value, created_at) values ($1, $2, $3) \
+                     on conflict (name) do nothing",
+                )
+                .bind(name)
+                .bind(candidate)
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await?;
+                let (value,): (String,) = sqlx::query_as("select value from server_secrets where name = $1")
+                    .bind(name)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(value)
+            }
+
             async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
                 let rows: Vec<AuditRow> = sqlx::query_as(
                     "select id, kind, created_by, created_at, project, feature, environment, pre_data, data \
                      from audit_events \
                      where ($1 or feature = $2) and ($3 or project = $4) and created_at >= $5 \
-                     order by id desc limit $6",
+                     and created_at < $6 and ($7 or created_by = $8) and ($9 or kind = $10) \
+                     order by id desc limit $11",
                 )
                 .bind(query.feature.is_none())
                 .bind(query.feature.as_deref().unwrap_or(""))
                 .bind(query.project.is_none())
                 .bind(query.project.as_deref().unwrap_or(""))
                 .bind(query.since.unwrap_or(0))
+                .bind(query.until.unwrap_or(i64::MAX))
+                .bind(query.actor.is_none())
+                .bind(query.actor.as_deref().unwrap_or(""))
+                .bind(query.kind.is_none())
+                .bind(query.kind.as_deref().unwrap_or(""))
                 .bind(query.limit)
                 .fetch_all(&self.pool)
                 .await?;

@@ -24,6 +24,13 @@ pub struct EventsQuery {
     pub project: Option<String>,
     /// Only entries at or after this time: RFC 3339 or epoch milliseconds.
     pub since: Option<String>,
+    /// Only entries before this time: RFC 3339 or epoch milliseconds.
+    pub until: Option<String>,
+    /// Only entries by this actor, e.g. `user:pm@example.com`, `token:ci`, `fuse`.
+    pub actor: Option<String>,
+    /// Only entries of this kind, e.g. `feature-updated`, `fuse-rollback`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
     /// At most this many entries (1-1000, default 100).
     pub limit: Option<i64>,
 }
@@ -55,6 +62,17 @@ async fn list_events(
             feature: query.feature,
             project: query.project,
             since,
+            until: query
+                .until
+                .as_deref()
+                .map(|u| {
+                    parse_time(u).map_err(|_| {
+                        ApiError::invalid("until", "must be RFC 3339 or epoch milliseconds")
+                    })
+                })
+                .transpose()?,
+            actor: query.actor,
+            kind: query.kind,
             limit,
         })
         .await?;

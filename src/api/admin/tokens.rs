@@ -10,6 +10,7 @@ use crate::api::extract::{AdminToken, Json};
 use crate::app::AppState;
 use crate::domain::admin::StoredToken;
 use crate::domain::tokens::{generate_secret, hash_secret, TokenKind, TokenScope};
+use crate::domain::users::Role;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(list_tokens)
@@ -38,6 +39,10 @@ pub struct CreateTokenRequest {
     /// Single-project shorthand, as in older Unleash versions.
     #[serde(default)]
     pub project: Option<String>,
+    /// Admin tokens: viewer (read only), editor (no users or tokens) or admin (the
+    /// default).
+    #[serde(default)]
+    pub role: Option<String>,
 }
 
 /// A created token: the only response that carries its secret.
@@ -82,6 +87,15 @@ async fn create_token(
             kind,
             projects: vec!["*".into()],
             environment: "*".into(),
+            role: Some(match body.role.as_deref() {
+                None => Role::Admin,
+                Some(r) => Role::parse(r).ok_or_else(|| {
+                    ApiError::invalid(
+                        "role",
+                        format!("must be viewer, editor or admin, got `{r}`"),
+                    )
+                })?,
+            }),
         },
         TokenKind::Client | TokenKind::Frontend => {
             let environment = body.environment.filter(|e| !e.is_empty()).ok_or_else(|| {
@@ -113,10 +127,14 @@ async fn create_token(
                     ));
                 }
             }
+            if body.role.is_some() {
+                return Err(ApiError::invalid("role", "only admin tokens have a role"));
+            }
             TokenScope {
                 kind,
                 projects,
                 environment,
+                role: None,
             }
         }
     };
