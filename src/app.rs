@@ -30,6 +30,7 @@ pub struct AppState {
     pub scheduler: Arc<Scheduler>,
     pub pii: PiiRules,
     pub settings: Settings,
+    pub ui: crate::web::UiState,
 }
 
 /// How often raw events past the retention period are purged.
@@ -52,6 +53,21 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let store = store::connect(&settings.database_url, settings.db_pool_size).await?;
         let generated_admin_token = bootstrap_tokens(store.as_ref(), &settings).await?;
+        crate::web::auth::bootstrap_admin(
+            store.as_ref(),
+            settings.admin_email.as_deref(),
+            settings.admin_password.as_ref().map(|s| s.0.as_str()),
+        )
+        .await?;
+        let jwt_secret = crate::web::auth::signing_secret(
+            store.as_ref(),
+            settings.jwt_secret.as_ref().map(|s| s.0.as_str()),
+        )
+        .await?;
+        let ui = crate::web::UiState {
+            sessions: crate::web::auth::Sessions::new(&jwt_secret, settings.session_hours),
+            limiter: Default::default(),
+        };
         let tokens = TokenRegistry::load(store.clone()).await?;
         tokio::spawn(tokens.clone().run_reloader());
         let snapshots = SnapshotCache::new(store.clone()).await?;
@@ -82,6 +98,7 @@ impl Application {
             scheduler,
             pii,
             settings,
+            ui,
         });
         let app_state = state.clone();
         let mut server = HttpServer::new(move || build_app(app_state.clone()));
@@ -154,16 +171,17 @@ pub fn build_app(
         .configure(api::configure)
         .openapi_service(api::openapi::serve)
         .map(|app| {
-            app.wrap_fn(|req, srv| {
+            app.configure(crate::web::configure).wrap_fn(|req, srv| {
                 // A successful admin write changes the revision: re-read it now so this
                 // replica's next poll sees the change (others see it via the poller).
                 let write = !matches!(*req.method(), Method::GET | Method::HEAD)
-                    && req.path().starts_with("/api/admin");
+                    && (req.path().starts_with("/api/admin") || req.path().starts_with("/ui/"));
                 let state = req.app_data::<web::Data<AppState>>().cloned();
                 let response = srv.call(req);
                 async move {
                     let response = response.await?;
-                    if write && response.status().is_success() {
+                    let status = response.status();
+                    if write && (status.is_success() || status.is_redirection()) {
                         if let Some(state) = state {
                             if let Err(e) = state.snapshots.refresh().await {
                                 tracing::warn!(error = %e, "refreshing the flag revision failed");
@@ -241,6 +259,7 @@ async fn bootstrap_tokens(
         kind: TokenKind::Admin,
         projects: vec!["*".into()],
         environment: "*".into(),
+        role: Some(crate::domain::users::Role::Admin),
     };
     let secret = generate_secret(&scope);
     store

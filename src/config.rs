@@ -97,6 +97,29 @@ pub struct SettingsArgs {
     /// browser (CORS); `*` for any [default: *].
     #[arg(long, env = "FUSEBOX_CORS_ORIGINS", global = true)]
     pub cors_origins: Option<String>,
+    /// Key that signs web UI sessions; when unset a random one is generated once and
+    /// kept in the database, so sessions survive restarts and work on every replica.
+    #[arg(
+        long,
+        env = "FUSEBOX_JWT_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+    /// Email of the first web UI admin, created at start when no user exists.
+    #[arg(long, env = "FUSEBOX_ADMIN_EMAIL", global = true)]
+    pub admin_email: Option<String>,
+    /// Password of that first admin (with FUSEBOX_ADMIN_EMAIL).
+    #[arg(
+        long,
+        env = "FUSEBOX_ADMIN_PASSWORD",
+        global = true,
+        hide_env_values = true
+    )]
+    pub admin_password: Option<String>,
+    /// Hours a web UI session lasts [default: 12].
+    #[arg(long, env = "FUSEBOX_SESSION_HOURS", global = true)]
+    pub session_hours: Option<i64>,
 }
 
 /// The TOML file's shape: the same keys as the flags.
@@ -118,6 +141,10 @@ struct FileSettings {
     pii_keys: Option<String>,
     ingest_queue_events: Option<usize>,
     scheduler_interval: Option<u64>,
+    jwt_secret: Option<String>,
+    admin_email: Option<String>,
+    admin_password: Option<String>,
+    session_hours: Option<i64>,
 }
 
 /// Log output format.
@@ -125,6 +152,16 @@ struct FileSettings {
 pub enum LogFormat {
     Pretty,
     Json,
+}
+
+/// A configured secret: `Debug` never shows it, so settings can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 /// Resolved settings the application is built from.
@@ -155,6 +192,13 @@ pub struct Settings {
     pub ingest_queue_events: usize,
     /// Seconds between scheduler passes; 0 disables the loop (tests drive it).
     pub scheduler_interval_secs: u64,
+    /// Signs UI sessions; `None`: generated once and stored in the database.
+    pub jwt_secret: Option<Secret>,
+    /// The first UI admin (both or neither).
+    pub admin_email: Option<String>,
+    pub admin_password: Option<Secret>,
+    /// How long a UI session lasts.
+    pub session_hours: i64,
 }
 
 impl Default for Settings {
@@ -176,6 +220,10 @@ impl Default for Settings {
             pii_keys: None,
             ingest_queue_events: 100_000,
             scheduler_interval_secs: 60,
+            jwt_secret: None,
+            admin_email: None,
+            admin_password: None,
+            session_hours: 12,
         }
     }
 }
@@ -249,6 +297,17 @@ impl Settings {
                 .scheduler_interval
                 .or(file.scheduler_interval)
                 .unwrap_or(defaults.scheduler_interval_secs),
+            jwt_secret: args.jwt_secret.clone().or(file.jwt_secret).map(Secret),
+            admin_email: args.admin_email.clone().or(file.admin_email),
+            admin_password: args
+                .admin_password
+                .clone()
+                .or(file.admin_password)
+                .map(Secret),
+            session_hours: args
+                .session_hours
+                .or(file.session_hours)
+                .unwrap_or(defaults.session_hours),
         })
     }
 }

@@ -16,3 +16,4 @@ pub mod simulate;
 pub mod snapshot;
 pub mod store;
 pub mod telemetry;
+pub mod web;

@@ -305,7 +305,15 @@ async fn replay_quarantined(
     _auth: AdminToken,
     path: web::Path<i64>,
 ) -> ApiResult<HttpResponse> {
-    let id = path.into_inner();
+    let stored = replay(&state, path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(ReplayResponse {
+        outcome: if stored { "accepted" } else { "duplicate" }.into(),
+    }))
+}
+
+/// Replays one quarantined record: `Ok(true)` if stored now, `Ok(false)` if its id was
+/// already stored; 422 if it still fails. Shared by the API and the web UI.
+pub(crate) async fn replay(state: &AppState, id: i64) -> ApiResult<bool> {
     let item = state.store.get_quarantine(id).await?;
     let unprocessable = |message: String| ApiError::new(Code::Unprocessable, message);
     let raw: serde_json::Value = serde_json::from_str(&item.raw).map_err(|_| {
@@ -343,10 +351,7 @@ async fn replay_quarantined(
         .await
         .map_err(submit_error)?;
     state.store.delete_quarantine(id).await?;
-    let stored = outcome.stored.first().copied().unwrap_or(false);
-    Ok(HttpResponse::Ok().json(ReplayResponse {
-        outcome: if stored { "accepted" } else { "duplicate" }.into(),
-    }))
+    Ok(outcome.stored.first().copied().unwrap_or(false))
 }
 
 /// Discard a quarantined record.

@@ -13,7 +13,7 @@ use crate::domain::fuse::settings::FuseSettings;
 use crate::domain::model::Strategy;
 use crate::domain::stats::RolloutState;
 use crate::scheduler::{rollout_text, status_of, BacktestLook, FuseError, FuseEvaluation};
-use crate::store::{now_ms, FuseChange, FuseRecord, FuseSnapshot};
+use crate::store::{now_ms, Actor, FuseChange, FuseRecord, FuseSnapshot};
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(get_fuse)
@@ -24,6 +24,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(pause_fuse)
         .service(resume_fuse)
         .service(unlock_fuse)
+        .service(set_fuse_exposure)
         .service(backtest_fuse);
 }
 
@@ -60,7 +61,7 @@ pub struct FuseResponse {
     pub rollout_history: serde_json::Value,
 }
 
-fn response(record: FuseRecord) -> ApiResult<FuseResponse> {
+pub(crate) fn response(record: FuseRecord) -> ApiResult<FuseResponse> {
     let config: FuseSettings = serde_json::from_value(record.config)
         .map_err(|e| ApiError::internal(anyhow::anyhow!("stored fuse config: {e}")))?;
     let state: RolloutState = serde_json::from_value(record.state)
@@ -90,15 +91,7 @@ async fn load(
 ) -> ApiResult<FuseRecord> {
     let (project, name, env) = path;
     caller.require_project(project)?;
-    state.store.get_feature(project, name).await?;
-    state
-        .store
-        .get_fuse(name, env)
-        .await?
-        .filter(|f| &f.project == project)
-        .ok_or_else(|| {
-            ApiError::not_found(format!("no fuse on `{name}` in `{env}`; PUT one to arm it"))
-        })
+    find_fuse(state, project, name, env).await
 }
 
 /// Read a fuse.
@@ -134,6 +127,27 @@ async fn put_fuse(
     let (project, name, env) = path.into_inner();
     auth.0.require_project(&project)?;
     auth.0.require_environment(&env)?;
+    let (record, created) =
+        configure_fuse(&state, &project, &name, &env, body, &auth.0.actor()).await?;
+    let body = response(record)?;
+    Ok(if created {
+        HttpResponse::Created().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    })
+}
+
+/// Arms or reconfigures a fuse from its JSON settings, validated field by field; the
+/// API and the web UI both go through here. Returns the fuse and whether it is new.
+pub(crate) async fn configure_fuse(
+    state: &AppState,
+    project: &str,
+    name: &str,
+    env: &str,
+    body: serde_json::Value,
+    actor: &Actor,
+) -> ApiResult<(FuseRecord, bool)> {
+    let (project, name, env) = (project.to_string(), name.to_string(), env.to_string());
     let serde_json::Value::Object(map) = &body else {
         return Err(ApiError::invalid("$", "must be a JSON object"));
     };
@@ -182,7 +196,7 @@ async fn put_fuse(
         .iter()
         .find(|e| e.name == env)
         .ok_or_else(|| ApiError::not_found(format!("environment `{env}` not found")))?;
-    let actor = auth.0.actor();
+    let actor = actor.clone();
     let now = now_ms();
     let existing = state.store.get_fuse(&name, &env).await?;
 
@@ -320,12 +334,7 @@ async fn put_fuse(
         }
     };
     state.snapshots.refresh().await?;
-    let body = response(record)?;
-    Ok(if created {
-        HttpResponse::Created().json(body)
-    } else {
-        HttpResponse::Ok().json(body)
-    })
+    Ok((record, created))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -401,7 +410,39 @@ async fn manual(
     path: &(String, String, String),
     action: &str,
 ) -> ApiResult<FuseResponse> {
-    let record = load(state, caller, path).await?;
+    let (project, name, env) = path;
+    caller.require_project(project)?;
+    response(manual_action(state, project, name, env, action, &caller.actor()).await?)
+}
+
+/// The fuse of a feature in an environment, or 404.
+pub(crate) async fn find_fuse(
+    state: &AppState,
+    project: &str,
+    name: &str,
+    env: &str,
+) -> ApiResult<FuseRecord> {
+    state.store.get_feature(project, name).await?;
+    state
+        .store
+        .get_fuse(name, env)
+        .await?
+        .filter(|f| f.project == project)
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no fuse on `{name}` in `{env}`; PUT one to arm it"))
+        })
+}
+
+/// Pause, resume or unlock, audited as done by `actor`; also used by the web UI.
+pub(crate) async fn manual_action(
+    state: &AppState,
+    project: &str,
+    name: &str,
+    env: &str,
+    action: &str,
+    actor: &Actor,
+) -> ApiResult<FuseRecord> {
+    let record = find_fuse(state, project, name, env).await?;
     let settings: FuseSettings = serde_json::from_value(record.config.clone())
         .map_err(|e| ApiError::internal(anyhow::anyhow!("stored fuse config: {e}")))?;
     let rollout: RolloutState = serde_json::from_value(record.state.clone())
@@ -438,26 +479,20 @@ async fn manual(
         audit: Some((
             format!("fuse-{action}"),
             serde_json::json!({ "status": record.status, "exposure": rollout.exposure_pct }),
-            serde_json::json!({ "status": updated.status, "exposure": next.exposure_pct, "by": caller.actor().0 }),
+            serde_json::json!({ "status": updated.status, "exposure": next.exposure_pct, "by": actor.0 }),
         )),
         snapshot: None,
         record: updated,
     };
-    if !state
-        .store
-        .apply_fuse_change(&change, &caller.actor())
-        .await?
-    {
+    if !state.store.apply_fuse_change(&change, actor).await? {
         return Err(ApiError::conflict("the fuse changed meanwhile; try again"));
     }
     state.snapshots.refresh().await?;
-    let (_, name, env) = path;
-    let saved = state
+    state
         .store
         .get_fuse(name, env)
         .await?
-        .ok_or_else(|| ApiError::not_found("fuse vanished"))?;
-    response(saved)
+        .ok_or_else(|| ApiError::not_found("fuse vanished"))
 }
 
 /// Freeze the fuse: no automatic decisions until resumed.
@@ -497,6 +532,107 @@ async fn unlock_fuse(
     path: FusePath,
 ) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(manual(&state, &auth.0, &path, "unlock").await?))
+}
+
+/// A manual exposure.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExposureRequest {
+    /// Share of users who get the feature, 0-100.
+    pub exposure_pct: f64,
+}
+
+/// Set the managed rollout's exposure by hand (audited with who). The fuse goes on
+/// deciding from there; its current step restarts now. A rolled-back fuse must be
+/// unlocked first.
+#[utoipa::path(tag = "fuses", request_body = ExposureRequest,
+    params(("project" = String, Path), ("name" = String, Path), ("env" = String, Path)),
+    responses((status = 200, body = FuseResponse), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[post("/api/admin/projects/{project}/features/{name}/environments/{env}/fuse/exposure")]
+async fn set_fuse_exposure(
+    state: web::Data<AppState>,
+    auth: AdminToken,
+    path: FusePath,
+    Json(body): Json<ExposureRequest>,
+) -> ApiResult<HttpResponse> {
+    let (project, name, env) = path.into_inner();
+    auth.0.require_project(&project)?;
+    auth.0.require_environment(&env)?;
+    let record = set_exposure(
+        &state,
+        &project,
+        &name,
+        &env,
+        body.exposure_pct,
+        &auth.0.actor(),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(response(record)?))
+}
+
+/// Checks a manual exposure: a finite percentage in [0, 100].
+pub(crate) fn check_exposure(pct: f64) -> ApiResult<f64> {
+    if pct.is_finite() && (0.0..=100.0).contains(&pct) {
+        Ok(pct)
+    } else {
+        Err(ApiError::invalid(
+            "exposurePct",
+            "must be a number from 0 to 100",
+        ))
+    }
+}
+
+/// Moves an armed fuse's exposure by hand; also used by the web UI.
+pub(crate) async fn set_exposure(
+    state: &AppState,
+    project: &str,
+    name: &str,
+    env: &str,
+    pct: f64,
+    actor: &Actor,
+) -> ApiResult<FuseRecord> {
+    let pct = check_exposure(pct)?;
+    let record = find_fuse(state, project, name, env).await?;
+    if record.locked {
+        return Err(ApiError::conflict(
+            "the fuse rolled back; unlock it before changing exposure",
+        ));
+    }
+    let rollout: RolloutState = serde_json::from_value(record.state.clone())
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("stored fuse state: {e}")))?;
+    let now = now_ms();
+    let mut next = rollout.clone();
+    next.exposure_pct = pct;
+    next.step_started_at_ms = now;
+    let mut updated = record.clone();
+    let mut history: Vec<(i64, f64)> =
+        serde_json::from_value(record.rollout_history.clone()).unwrap_or_default();
+    history.push((now, pct));
+    updated.rollout_history = serde_json::to_value(history).map_err(ApiError::internal)?;
+    updated.state = serde_json::to_value(&next).map_err(ApiError::internal)?;
+    updated.status = status_of(&updated, &next, None);
+    let change = FuseChange {
+        expected_version: record.version,
+        rollout: Some(rollout_text(pct)),
+        audit: Some((
+            "fuse-exposure-set".into(),
+            serde_json::json!({ "status": record.status, "exposure": rollout.exposure_pct }),
+            serde_json::json!({ "status": updated.status, "exposure": pct, "by": actor.0 }),
+        )),
+        snapshot: None,
+        record: updated,
+    };
+    if !state.store.apply_fuse_change(&change, actor).await? {
+        return Err(ApiError::conflict("the fuse changed meanwhile; try again"));
+    }
+    state.snapshots.refresh().await?;
+    state
+        .store
+        .get_fuse(name, env)
+        .await?
+        .ok_or_else(|| ApiError::not_found("fuse vanished"))
 }
 
 /// What to replay.

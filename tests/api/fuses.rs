@@ -12,7 +12,7 @@ use crate::helpers::{json_with_status, TestApp, CLIENT_TOKEN};
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
 
-fn fuse_path(feature: &str) -> String {
+pub(crate) fn fuse_path(feature: &str) -> String {
     format!("/api/admin/projects/default/features/{feature}/environments/development/fuse")
 }
 
@@ -21,13 +21,13 @@ fn bucket(feature: &str, user: &str) -> u32 {
 }
 
 /// Moves the fuse's timeline into the past (see `fusebox::demo::rewind_fuse`).
-async fn rewind(app: &TestApp, feature: &str, t0: i64, pct: f64) {
+pub(crate) async fn rewind(app: &TestApp, feature: &str, t0: i64, pct: f64) {
     fusebox::demo::rewind_fuse(app.state.store.as_ref(), feature, "development", t0, pct)
         .await
         .unwrap();
 }
 
-async fn send_events(app: &TestApp, events: Vec<Value>) {
+pub(crate) async fn send_events(app: &TestApp, events: Vec<Value>) {
     for chunk in events.chunks(5000) {
         let r = app
             .request(Method::POST, "/api/events")
@@ -45,7 +45,7 @@ async fn send_events(app: &TestApp, events: Vec<Value>) {
 /// each is active on day 0, and on day 1 with probability `d1_control` or
 /// `d1_treatment` (deterministic by index). `keep_treatment(i)` drops some treatment
 /// users' exposures (to fake a sample-ratio mismatch).
-fn cohort(
+pub(crate) fn cohort(
     feature: &str,
     n: usize,
     t0: i64,

@@ -16,3 +16,5 @@ mod openapi;
 mod replicas;
 mod sdk;
 mod state;
+mod ui;
+mod ui_e2e;

@@ -33,7 +33,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(feature_metrics);
 }
 
-const FEATURE_TYPES: &[&str] = &[
+pub(crate) const FEATURE_TYPES: &[&str] = &[
     "release",
     "experiment",
     "operational",
@@ -156,7 +156,7 @@ pub struct DependenciesResponse {
     pub dependencies: Vec<Dependency>,
 }
 
-fn check_type(feature_type: &str) -> ApiResult<()> {
+pub(crate) fn check_type(feature_type: &str) -> ApiResult<()> {
     if FEATURE_TYPES.contains(&feature_type) {
         Ok(())
     } else {

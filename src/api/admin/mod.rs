@@ -2,7 +2,7 @@
 
 mod environments;
 mod events;
-mod features;
+pub(crate) mod features;
 mod projects;
 mod segments;
 mod state;
