@@ -13,6 +13,7 @@ mod fuses;
 mod health;
 mod matrix;
 mod openapi;
+mod otlp;
 mod replicas;
 mod sdk;
 mod state;
