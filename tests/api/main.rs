@@ -15,5 +15,6 @@ mod matrix;
 mod openapi;
 mod otlp;
 mod replicas;
+mod robustness;
 mod sdk;
 mod state;
