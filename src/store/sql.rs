@@ -926,7 +926,8 @@ macro_rules! impl_store {
                         .bind(environment)
                         .fetch_one(&mut *tx)
                         .await?;
-                        max + 1
+                        // A strategy may carry any i64 sort order, i64::MAX included.
+                        max.saturating_add(1)
                     }
                 };
                 let created = insert_strategy(&mut tx, name, environment, strategy, sort_order).await?;

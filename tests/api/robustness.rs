@@ -8,6 +8,25 @@ use crate::helpers::{json_with_status, TestApp};
 
 const F: &str = "/api/admin/projects/default/features";
 
+/// Adding a strategy without `sortOrder` after one with `sortOrder: i64::MAX` overflowed
+/// `max + 1` (a panic, so a dropped connection, in debug builds; a wrap in release).
+async fn a_strategy_can_follow_one_with_the_largest_sort_order(app: TestApp) {
+    app.create_feature("f").await;
+    let base = format!("{F}/f/environments/development/strategies");
+    let r = app
+        .post(&base, &json!({"name": "default", "sortOrder": i64::MAX}))
+        .await;
+    json_with_status(r, 200).await;
+    let r = app
+        .post(
+            &base,
+            &json!({"name": "userWithId", "parameters": {"userIds": "1"}}),
+        )
+        .await;
+    let second = json_with_status(r, 200).await;
+    assert_eq!(second["sortOrder"], i64::MAX);
+}
+
 /// On SQLite, a write transaction began deferred: one that read first (does the feature
 /// exist?) and wrote second got "database is locked" at once, without the busy wait,
 /// whenever another connection wrote in between. Concurrent admin writes got 500s.
@@ -67,4 +86,7 @@ async fn concurrent_admin_writes_all_succeed(app: TestApp) {
     }
 }
 
-crate::both_backends!(concurrent_admin_writes_all_succeed);
+crate::both_backends!(
+    a_strategy_can_follow_one_with_the_largest_sort_order,
+    concurrent_admin_writes_all_succeed,
+);
