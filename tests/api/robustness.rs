@@ -86,7 +86,50 @@ async fn concurrent_admin_writes_all_succeed(app: TestApp) {
     }
 }
 
+/// Integer path and query parameters out of range get the documented 400, not a 404
+/// or 500.
+async fn out_of_range_integer_parameters_get_a_documented_400(app: TestApp) {
+    app.create_feature("f").await;
+    app.put(&format!("{F}/f/environments/development/fuse"), &json!({}))
+        .await;
+    let too_big = "9223372036854775808";
+    for (method, path) in [
+        (
+            reqwest::Method::DELETE,
+            format!("/api/admin/api-tokens/{too_big}"),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/api/admin/segments/{too_big}"),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/api/admin/events/quarantine/{too_big}"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/admin/events/quarantine/{too_big}/replay"),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{F}/f/environments/development/fuse/analysis?at={too_big}"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{F}/f/environments/development/fuse/evaluate?at={too_big}"),
+        ),
+    ] {
+        let r = app.admin(method.clone(), &path).send().await.unwrap();
+        let body = json_with_status(r, 400).await;
+        assert!(
+            ["invalid_path", "invalid_query"].contains(&body["code"].as_str().unwrap_or_default()),
+            "{method} {path}: {body}"
+        );
+    }
+}
+
 crate::both_backends!(
     a_strategy_can_follow_one_with_the_largest_sort_order,
     concurrent_admin_writes_all_succeed,
+    out_of_range_integer_parameters_get_a_documented_400,
 );
