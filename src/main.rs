@@ -1,4 +1,5 @@
-//! The `fusebox` binary: parse settings, start logging, build and run the server.
+//! The `fusebox` binary: parse settings, start logging (and OTLP export), build and run
+//! the server, then flush the exporter.
 
 use clap::Parser;
 use fusebox::app::Application;
@@ -16,8 +17,10 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Loadgen(args)) => return fusebox::loadgen::run(args).await,
         Some(Command::BenchFuse(args)) => return fusebox::bench_fuse::run(args).await,
         Some(Command::Demo(args)) => {
-            fusebox::telemetry::init(settings.log_format);
-            return fusebox::demo::run(args).await;
+            let telemetry = fusebox::telemetry::init(settings.log_format)?;
+            let result = fusebox::demo::run(args).await;
+            telemetry.shutdown();
+            return result;
         }
         Some(Command::Simulate(args)) => {
             print!("{}", fusebox::simulate::run(&args)?);
@@ -25,7 +28,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Serve) | None => {}
     }
-    fusebox::telemetry::init(settings.log_format);
+    let telemetry = fusebox::telemetry::init(settings.log_format)?;
+    let result = serve(settings).await;
+    // After the server stopped (or failed to start): export the spans still buffered.
+    telemetry.shutdown();
+    result
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = Application::build(settings.clone()).await?;
     if let Some(token) = &app.generated_admin_token {
         println!("No admin token existed, so one was created. Store it now; it is shown only once:\n\n    {token}\n");

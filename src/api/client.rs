@@ -26,6 +26,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct ClientFeaturesQuery {
     /// Only this project (must be within the token's projects).
     pub project: Option<String>,
@@ -139,6 +140,7 @@ pub(crate) fn etag_matches(req: &HttpRequest, etag: &str) -> bool {
         ("If-None-Match" = Option<String>, Header, description = "ETag of a previous response")),
     responses((status = 200, body = ClientFeatures, headers(("ETag" = String))),
               (status = 304, description = "Not modified"),
+              (status = 400, description = "A `tag` is not `type:value`", body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 #[get("/api/client/features")]
 async fn client_features(
@@ -165,6 +167,7 @@ async fn client_features(
         ("If-None-Match" = Option<String>, Header, description = "ETag of the state the SDK holds")),
     responses((status = 200, body = ClientFeaturesDelta, headers(("ETag" = String))),
               (status = 304, description = "Not modified"),
+              (status = 400, description = "A `tag` is not `type:value`", body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 #[get("/api/client/delta")]
 async fn client_delta(

@@ -296,7 +296,9 @@ pub struct ReplayResponse {
 /// Validate a quarantined event again (e.g. after its feature was created); if it now
 /// passes it is stored and leaves the quarantine, otherwise 422 with the reason.
 #[utoipa::path(tag = "events", params(("id" = i64, Path, description = "Quarantine record id")),
-    responses((status = 200, body = ReplayResponse), (status = 401, body = ErrorBody),
+    responses((status = 200, body = ReplayResponse),
+              (status = 400, description = "`id` is not a 64-bit integer", body = ErrorBody),
+              (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
 #[post("/api/admin/events/quarantine/{id}/replay")]
@@ -356,7 +358,9 @@ pub(crate) async fn replay(state: &AppState, id: i64) -> ApiResult<bool> {
 
 /// Discard a quarantined record.
 #[utoipa::path(tag = "events", params(("id" = i64, Path, description = "Quarantine record id")),
-    responses((status = 204, description = "Discarded"), (status = 401, body = ErrorBody),
+    responses((status = 204, description = "Discarded"),
+              (status = 400, description = "`id` is not a 64-bit integer", body = ErrorBody),
+              (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[delete("/api/admin/events/quarantine/{id}")]
 async fn discard_quarantined(

@@ -348,7 +348,9 @@ pub struct AtQuery {
 /// bounds, always-valid p, SRM, eligible and pending users, and the decision the rules
 /// would take now (not applied).
 #[utoipa::path(tag = "fuses", params(("project" = String, Path), ("name" = String, Path), ("env" = String, Path), AtQuery),
-    responses((status = 200, body = FuseEvaluation), (status = 401, body = ErrorBody),
+    responses((status = 200, body = FuseEvaluation),
+              (status = 400, description = "`at` is not a 64-bit integer", body = ErrorBody),
+              (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[get("/api/admin/projects/{project}/features/{name}/environments/{env}/fuse/analysis")]
 async fn fuse_analysis(
@@ -387,7 +389,9 @@ async fn fuse_history(
 
 /// Run the fuse now (as the scheduler would) and apply its decision.
 #[utoipa::path(tag = "fuses", params(("project" = String, Path), ("name" = String, Path), ("env" = String, Path), AtQuery),
-    responses((status = 200, body = FuseEvaluation), (status = 401, body = ErrorBody),
+    responses((status = 200, body = FuseEvaluation),
+              (status = 400, description = "`at` is not a 64-bit integer", body = ErrorBody),
+              (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[post("/api/admin/projects/{project}/features/{name}/environments/{env}/fuse/evaluate")]
 async fn evaluate_fuse(

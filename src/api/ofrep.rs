@@ -29,7 +29,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EvaluationSuccess {
     pub key: String,
-    #[schema(value_type = Object)]
+    /// A boolean (no variant, or variant without payload), or the variant's payload:
+    /// a string, a number or JSON.
     pub value: Value,
     /// TARGETING_MATCH, SPLIT (a weighted variant) or DISABLED.
     pub reason: &'static str,

@@ -111,10 +111,9 @@ pub struct AuditEvent {
     pub project: Option<String>,
     pub feature: Option<String>,
     pub environment: Option<String>,
-    /// The state before the change (null for creations).
-    #[schema(value_type = Option<Object>)]
+    /// The state before the change (null for creations): any JSON, e.g. an object
+    /// for a feature, an array for variants.
     pub pre_data: Option<serde_json::Value>,
-    /// The state after the change (null for deletions).
-    #[schema(value_type = Option<Object>)]
+    /// The state after the change (null for deletions): any JSON.
     pub data: Option<serde_json::Value>,
 }

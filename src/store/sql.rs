@@ -729,6 +729,21 @@ macro_rules! impl_store {
             Ok(())
         }
 
+        impl $store {
+            /// Begins a transaction that writes. On SQLite it is `BEGIN IMMEDIATE`: a
+            /// deferred transaction that reads first and writes later gets SQLITE_BUSY
+            /// at once ("database is locked", the busy timeout does not apply) when
+            /// another connection writes meanwhile; IMMEDIATE takes the write lock up
+            /// front, so concurrent writers wait their turn instead of failing.
+            async fn begin_write(&self) -> Result<sqlx::Transaction<'static, $db>, sqlx::Error> {
+                if matches!($backend, Backend::Sqlite) {
+                    self.pool.begin_with("BEGIN IMMEDIATE").await
+                } else {
+                    self.pool.begin().await
+                }
+            }
+        }
+
         #[async_trait::async_trait]
         impl Store for $store {
             fn backend(&self) -> Backend {
@@ -756,7 +771,7 @@ macro_rules! impl_store {
             }
 
             async fn create_environment(&self, env: &NewEnvironment, actor: &Actor) -> StoreResult<Environment> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let name = env.name.clone();
                 sqlx::query("insert into environments (name, type, enabled, sort_order, created_at) values ($1, $2, true, $3, $4)")
                     .bind(&env.name)
@@ -786,7 +801,7 @@ macro_rules! impl_store {
             }
 
             async fn create_project(&self, project: &NewProject, actor: &Actor) -> StoreResult<Project> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let created = Project {
                     id: project.id.clone(),
                     name: project.name.clone(),
@@ -825,7 +840,7 @@ macro_rules! impl_store {
             }
 
             async fn create_feature(&self, project: &str, fields: &FeatureFields, actor: &Actor) -> StoreResult<Feature> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 ensure_project(&mut tx, project).await?;
                 let name = fields.name.clone();
                 sqlx::query(
@@ -849,7 +864,7 @@ macro_rules! impl_store {
             }
 
             async fn update_feature(&self, project: &str, fields: &FeatureFields, actor: &Actor) -> StoreResult<Feature> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let before = feature_meta(&mut tx, project, &fields.name).await?;
                 sqlx::query("update features set description = $2, type = $3, impression_data = $4, stale = $5 where name = $1")
                     .bind(&fields.name)
@@ -866,7 +881,7 @@ macro_rules! impl_store {
             }
 
             async fn archive_feature(&self, project: &str, name: &str, actor: &Actor) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let before = load_feature(&mut tx, project, name).await?;
                 let children: Vec<(String,)> = sqlx::query_as(
                     "select d.child from feature_dependencies d join features f on f.name = d.child \
@@ -898,7 +913,7 @@ macro_rules! impl_store {
                 enabled: bool,
                 actor: &Actor,
             ) -> StoreResult<Feature> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 feature_meta(&mut tx, project, name).await?;
                 ensure_environment(&mut tx, environment).await?;
                 let before: Option<(bool,)> = sqlx::query_as(
@@ -939,7 +954,7 @@ macro_rules! impl_store {
                 strategy: &Strategy,
                 actor: &Actor,
             ) -> StoreResult<Strategy> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 feature_meta(&mut tx, project, name).await?;
                 ensure_environment(&mut tx, environment).await?;
                 ensure_segments_exist(&mut tx, strategy).await?;
@@ -954,7 +969,8 @@ macro_rules! impl_store {
                         .bind(environment)
                         .fetch_one(&mut *tx)
                         .await?;
-                        max + 1
+                        // A strategy may carry any i64 sort order, i64::MAX included.
+                        max.saturating_add(1)
                     }
                 };
                 let created = insert_strategy(&mut tx, name, environment, strategy, sort_order).await?;
@@ -972,7 +988,7 @@ macro_rules! impl_store {
                 actor: &Actor,
             ) -> StoreResult<Strategy> {
                 let id = strategy.id.clone().unwrap_or_default();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 feature_meta(&mut tx, project, name).await?;
                 ensure_environment(&mut tx, environment).await?;
                 let before = strategy_by_id(&mut tx, name, environment, &id).await?;
@@ -1007,7 +1023,7 @@ macro_rules! impl_store {
                 strategy_id: &str,
                 actor: &Actor,
             ) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 feature_meta(&mut tx, project, name).await?;
                 ensure_environment(&mut tx, environment).await?;
                 let before = strategy_by_id(&mut tx, name, environment, strategy_id).await?;
@@ -1028,7 +1044,7 @@ macro_rules! impl_store {
                 variants: &[Variant],
                 actor: &Actor,
             ) -> StoreResult<Vec<Variant>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 feature_meta(&mut tx, project, name).await?;
                 ensure_environment(&mut tx, environment).await?;
                 let before: Option<(Option<String>,)> = sqlx::query_as(
@@ -1052,7 +1068,7 @@ macro_rules! impl_store {
                 dependencies: &[Dependency],
                 actor: &Actor,
             ) -> StoreResult<Vec<Dependency>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let before = load_feature(&mut tx, project, name).await?.dependencies;
                 if !dependencies.is_empty() {
                     let (children,): (i64,) = sqlx::query_as(
@@ -1109,7 +1125,7 @@ macro_rules! impl_store {
             }
 
             async fn create_segment(&self, fields: &SegmentFields, actor: &Actor) -> StoreResult<AdminSegment> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 if let Some(project) = &fields.project {
                     ensure_project(&mut tx, project).await?;
                 }
@@ -1126,7 +1142,7 @@ macro_rules! impl_store {
             }
 
             async fn update_segment(&self, id: i64, fields: &SegmentFields, actor: &Actor) -> StoreResult<AdminSegment> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let before = segment_by_id(&mut tx, id)
                     .await?
                     .ok_or_else(|| StoreError::NotFound(format!("segment {id} not found")))?;
@@ -1143,7 +1159,7 @@ macro_rules! impl_store {
             }
 
             async fn delete_segment(&self, id: i64, actor: &Actor) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let before = segment_by_id(&mut tx, id)
                     .await?
                     .ok_or_else(|| StoreError::NotFound(format!("segment {id} not found")))?;
@@ -1181,7 +1197,7 @@ macro_rules! impl_store {
                 secret_hash: &str,
                 actor: &Actor,
             ) -> StoreResult<Option<StoredToken>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let exists: Option<(i64,)> = sqlx::query_as("select id from api_tokens where secret_hash = $1")
                     .bind(secret_hash)
                     .fetch_optional(&mut *tx)
@@ -1210,7 +1226,7 @@ macro_rules! impl_store {
             }
 
             async fn delete_token(&self, id: i64, actor: &Actor) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let row: Option<TokenRow> = sqlx::query_as(
                     "select id, name, kind, environment, projects, secret_hash, created_at, role from api_tokens where id = $1",
                 )
@@ -1232,7 +1248,7 @@ macro_rules! impl_store {
                 state: &ClientFeatures,
                 actor: &Actor,
             ) -> StoreResult<ImportSummary> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 ensure_environment(&mut tx, environment).await?;
                 let segments = state.segments.as_deref().unwrap_or_default();
                 for segment in segments {
@@ -1379,7 +1395,7 @@ macro_rules! impl_store {
             }
 
             async fn add_tag(&self, feature: &str, tag: &Tag, actor: &Actor) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let project = live_feature_project(&mut tx, feature).await?;
                 let inserted = sqlx::query(
                     "insert into feature_tags (feature, tag_type, value, created_at) values ($1, $2, $3, $4) \
@@ -1401,7 +1417,7 @@ macro_rules! impl_store {
             }
 
             async fn remove_tag(&self, feature: &str, tag: &Tag, actor: &Actor) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let project = live_feature_project(&mut tx, feature).await?;
                 let deleted = sqlx::query("delete from feature_tags where feature = $1 and tag_type = $2 and value = $3")
                     .bind(feature)
@@ -1432,7 +1448,7 @@ macro_rules! impl_store {
             }
 
             async fn ingest(&self, events: &[NewEvent], quarantine: &[NewQuarantine]) -> StoreResult<std::collections::HashSet<String>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let mut inserted = std::collections::HashSet::with_capacity(events.len());
                 for chunk in events.chunks(EVENT_CHUNK) {
                     let sql = multi_row_sql(
@@ -1617,7 +1633,7 @@ macro_rules! impl_store {
             }
 
             async fn erase_user(&self, user_id: &str, actor: &Actor) -> StoreResult<(u64, u64)> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let events = sqlx::query("delete from events where user_id = $1").bind(user_id).execute(&mut *tx).await?.rows_affected();
                 let exposures = sqlx::query("delete from exposures where user_id = $1").bind(user_id).execute(&mut *tx).await?.rows_affected();
                 // The audit log must not keep the personal data it records erasing.
@@ -1672,7 +1688,7 @@ macro_rules! impl_store {
                 audit_entry: Option<(&str, serde_json::Value, serde_json::Value)>,
                 actor: &Actor,
             ) -> StoreResult<FuseRecord> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let now = now_ms();
                 sqlx::query(
                     "insert into fuses (feature, environment, strategy_id, config, state, status, locked, paused, min_p, \
@@ -1710,7 +1726,7 @@ macro_rules! impl_store {
 
             async fn apply_fuse_change(&self, change: &FuseChange, actor: &Actor) -> StoreResult<bool> {
                 let r = &change.record;
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let now = now_ms();
                 let updated = sqlx::query(
                     "update fuses set state = $3, status = $4, locked = $5, paused = $6, min_p = $7, rollout_history = $8, \
@@ -1906,7 +1922,7 @@ macro_rules! impl_store {
             async fn record_client_metrics(&self, environment: &str, at: i64, counts: &[FeatureCounts]) -> StoreResult<()> {
                 const HOUR: i64 = 3_600_000;
                 let hour = at.div_euclid(HOUR) * HOUR;
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 for c in counts {
                     sqlx::query(
                         "insert into client_metrics_hourly (feature, environment, hour_start, yes, no) values ($1, $2, $3, $4, $5) \

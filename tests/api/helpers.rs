@@ -26,7 +26,8 @@ pub enum Backend {
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var("TEST_LOG").is_ok() {
-        fusebox::telemetry::init(fusebox::config::LogFormat::Pretty);
+        // Never exports (no OTLP endpoint in tests); the handle is not needed.
+        let _ = fusebox::telemetry::init(fusebox::config::LogFormat::Pretty);
     }
 });
 

@@ -37,6 +37,60 @@ fn every_operation_documents_its_error_responses_and_a_summary() {
     }
 }
 
+/// Found by schemathesis: parameters documented where the server does not read them,
+/// and integer parameters whose parse failure (400) was undocumented.
+#[test]
+fn parameters_are_where_the_server_reads_them_and_bad_integers_are_documented() {
+    let doc: serde_json::Value =
+        serde_json::from_str(&fusebox::api::openapi::document_json()).unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            for p in &params {
+                let name = p["name"].as_str().unwrap();
+                if p["in"] == "path" {
+                    assert!(
+                        path.contains(&format!("{{{name}}}")),
+                        "{method} {path}: `{name}` is documented in the path but is not in it"
+                    );
+                }
+                let integer = p["schema"]["type"] == "integer"
+                    || p["schema"]["type"]
+                        .as_array()
+                        .is_some_and(|t| t.iter().any(|t| t == "integer"));
+                if integer && (p["in"] == "path" || p["in"] == "query") {
+                    assert!(
+                        op["responses"].get("400").is_some(),
+                        "{method} {path}: integer parameter `{name}` but no documented 400"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Found by schemathesis: documented as objects, these hold any JSON (an OFREP value
+/// is a boolean, string, number or object; an audit entry of variants is an array).
+#[test]
+fn fields_that_hold_any_json_are_not_documented_as_objects() {
+    let doc: serde_json::Value =
+        serde_json::from_str(&fusebox::api::openapi::document_json()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    for (schema, field) in [
+        ("EvaluationSuccess", "value"),
+        ("AuditEvent", "data"),
+        ("AuditEvent", "preData"),
+    ] {
+        let field_schema = &schemas[schema]["properties"][field];
+        assert!(field_schema.is_object(), "{schema}.{field} is missing");
+        assert!(
+            field_schema.get("type").is_none(),
+            "{schema}.{field} is restricted to {}",
+            field_schema["type"]
+        );
+    }
+}
+
 async fn the_served_document_equals_the_generated_one(app: TestApp) {
     let served: serde_json::Value = app
         .request(reqwest::Method::GET, "/api/openapi.json")

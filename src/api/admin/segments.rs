@@ -105,7 +105,9 @@ async fn update_segment(
 /// Delete a segment (409 while a strategy uses it).
 #[utoipa::path(tag = "admin",
     params(("id" = i64, Path, description = "Segment id")),
-    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody),
+    responses((status = 204, description = "Deleted"),
+              (status = 400, description = "`id` is not a 64-bit integer", body = ErrorBody),
+              (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody)))]
 #[delete("/api/admin/segments/{id}")]

@@ -156,7 +156,9 @@ async fn create_token(
 /// Delete a token; it stops working at once on this replica.
 #[utoipa::path(tag = "admin",
     params(("id" = i64, Path, description = "Token id")),
-    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody),
+    responses((status = 204, description = "Deleted"),
+              (status = 400, description = "`id` is not a 64-bit integer", body = ErrorBody),
+              (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[delete("/api/admin/api-tokens/{id}")]
 async fn delete_token(
