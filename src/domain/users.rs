@@ -14,7 +14,7 @@ pub enum Role {
     Viewer,
     /// Also changes flags, strategies, segments, fuses and replays quarantine.
     Editor,
-    /// Also manages users, API tokens and environments/projects.
+    /// Also manages people, API tokens and end users' data (export, erasure).
     Admin,
 }
 
@@ -39,7 +39,8 @@ impl Role {
     }
 }
 
-/// Admin-API paths only an admin may use, whatever the method: they hand out access.
+/// Admin-API paths only an admin may use, whatever the method: tokens hand out access,
+/// and `/api/admin/users/{id}` exports or erases an end user's personal data.
 const ADMIN_ONLY: [&str; 2] = ["/api/admin/api-tokens", "/api/admin/users"];
 
 /// Writes that only read: a viewer may run them.
@@ -54,7 +55,7 @@ pub fn role_allows(role: Role, read: bool, path: &str) -> Result<(), String> {
             Ok(())
         } else {
             Err(format!(
-                "a {} token cannot manage users or tokens; that takes the admin role",
+                "a {} token cannot manage tokens or end users' data; that takes the admin role",
                 role.as_str()
             ))
         };

@@ -2039,7 +2039,7 @@ macro_rules! impl_store {
                 only_if_none: bool,
                 actor: &Actor,
             ) -> StoreResult<crate::domain::users::User> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 if only_if_none {
                     // The one-time setup: a concurrent second setup finds a user and fails.
                     let (n,): (i64,) = sqlx::query_as("select count(*) from users").fetch_one(&mut *tx).await?;
@@ -2071,7 +2071,7 @@ macro_rules! impl_store {
                 role: crate::domain::users::Role,
                 actor: &Actor,
             ) -> StoreResult<crate::domain::users::User> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let before: Option<UserRow> = sqlx::query_as(
                     "select id, email, password_hash, role, created_at from users where id = $1",
                 )
@@ -2104,7 +2104,7 @@ macro_rules! impl_store {
             }
 
             async fn set_user_password(&self, id: i64, password_hash: &str, actor: &Actor) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let done = sqlx::query("update users set password_hash = $1, updated_at = $2 where id = $3")
                     .bind(password_hash)
                     .bind(now_ms())
@@ -2120,7 +2120,7 @@ macro_rules! impl_store {
             }
 
             async fn delete_user(&self, id: i64, actor: &Actor) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let row: Option<UserRow> = sqlx::query_as(
                     "select id, email, password_hash, role, created_at from users where id = $1",
                 )
