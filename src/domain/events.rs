@@ -1615,6 +1615,24 @@ mod tests {
         assert_eq!(derive_id(&a), derive_id(&b));
     }
 
+    /// Found by `fuzz/event_batch`: a long number that only fits an f64 (here from a
+    /// mistyped timestamp) got another id once the event was re-serialised, as the
+    /// quarantine does before a replay, because JSON parsing rounded the number and
+    /// its own shortest form differently. The replayed event and a redelivery of the
+    /// original then no longer deduplicated.
+    #[test]
+    fn derived_ids_survive_reserialisation_of_long_numbers() {
+        for body in [
+            r#"{"events":[{"user_id":"u4","timestamp":171400000002222222222222222222222222222220}]}"#,
+            r#"[{"score":0.1000000000000000055511151231257827021181583404541015625e-300}]"#,
+        ] {
+            let raws = parse_batch(body.as_bytes()).unwrap_or_default();
+            assert_eq!(raws.len(), 1, "{body}");
+            let again: Value = serde_json::from_str(&raws[0].to_string()).unwrap_or(Value::Null);
+            assert_eq!(derive_id(&again), derive_id(&raws[0]), "{body}");
+        }
+    }
+
     #[test]
     fn derived_ids_differ_when_content_differs() {
         let base = derive_id(&exposure());
