@@ -228,23 +228,7 @@ pub(crate) async fn configure_fuse(
                     .first()
                     .copied()
                     .unwrap_or(100.0);
-                let new = Strategy {
-                    id: None,
-                    name: "flexibleRollout".into(),
-                    title: Some("Managed by fuse".into()),
-                    disabled: None,
-                    sort_order: None,
-                    parameters: [
-                        ("rollout".to_string(), rollout_text(first)),
-                        ("stickiness".to_string(), "default".to_string()),
-                        ("groupId".to_string(), name.clone()),
-                    ]
-                    .into_iter()
-                    .collect(),
-                    constraints: Vec::new(),
-                    segments: None,
-                    variants: None,
-                };
+                let new = rollout_strategy(&name, first, Some("Managed by fuse"));
                 state
                     .store
                     .add_strategy(&project, &name, &env, &new, &actor)
@@ -488,15 +472,7 @@ pub(crate) async fn manual_action(
         snapshot: None,
         record: updated,
     };
-    if !state.store.apply_fuse_change(&change, actor).await? {
-        return Err(ApiError::conflict("the fuse changed meanwhile; try again"));
-    }
-    state.snapshots.refresh().await?;
-    state
-        .store
-        .get_fuse(name, env)
-        .await?
-        .ok_or_else(|| ApiError::not_found("fuse vanished"))
+    apply_manual(state, &change, name, env, actor).await
 }
 
 /// Freeze the fuse: no automatic decisions until resumed.
@@ -576,6 +552,47 @@ async fn set_fuse_exposure(
     Ok(HttpResponse::Ok().json(response(record)?))
 }
 
+/// Applies a change made by a person (only if nobody changed the fuse since it was
+/// read), makes it visible to SDKs now, and returns the fuse as stored.
+async fn apply_manual(
+    state: &AppState,
+    change: &FuseChange,
+    name: &str,
+    env: &str,
+    actor: &Actor,
+) -> ApiResult<FuseRecord> {
+    if !state.store.apply_fuse_change(change, actor).await? {
+        return Err(ApiError::conflict("the fuse changed meanwhile; try again"));
+    }
+    state.snapshots.refresh().await?;
+    state
+        .store
+        .get_fuse(name, env)
+        .await?
+        .ok_or_else(|| ApiError::not_found("fuse vanished"))
+}
+
+/// A new flexibleRollout at `pct` for everyone, sticky on the default context.
+pub(crate) fn rollout_strategy(feature: &str, pct: f64, title: Option<&str>) -> Strategy {
+    Strategy {
+        id: None,
+        name: "flexibleRollout".into(),
+        title: title.map(String::from),
+        disabled: None,
+        sort_order: None,
+        parameters: [
+            ("rollout".to_string(), rollout_text(pct)),
+            ("stickiness".to_string(), "default".to_string()),
+            ("groupId".to_string(), feature.to_string()),
+        ]
+        .into_iter()
+        .collect(),
+        constraints: Vec::new(),
+        segments: None,
+        variants: None,
+    }
+}
+
 /// Checks a manual exposure: a finite percentage in [0, 100].
 pub(crate) fn check_exposure(pct: f64) -> ApiResult<f64> {
     if pct.is_finite() && (0.0..=100.0).contains(&pct) {
@@ -628,15 +645,7 @@ pub(crate) async fn set_exposure(
         snapshot: None,
         record: updated,
     };
-    if !state.store.apply_fuse_change(&change, actor).await? {
-        return Err(ApiError::conflict("the fuse changed meanwhile; try again"));
-    }
-    state.snapshots.refresh().await?;
-    state
-        .store
-        .get_fuse(name, env)
-        .await?
-        .ok_or_else(|| ApiError::not_found("fuse vanished"))
+    apply_manual(state, &change, name, env, actor).await
 }
 
 /// What to replay.

@@ -1221,23 +1221,7 @@ async fn set_plain_rollout(
                 .await?;
         }
         None => {
-            let s = Strategy {
-                id: None,
-                name: "flexibleRollout".into(),
-                title: None,
-                disabled: None,
-                sort_order: None,
-                parameters: [
-                    ("rollout".to_string(), rollout_text(pct)),
-                    ("stickiness".to_string(), "default".to_string()),
-                    ("groupId".to_string(), name.to_string()),
-                ]
-                .into_iter()
-                .collect(),
-                constraints: Vec::new(),
-                segments: None,
-                variants: None,
-            };
+            let s = crate::api::fuses::rollout_strategy(name, pct, None);
             state
                 .store
                 .add_strategy(project, name, env, &s, actor)
@@ -1672,6 +1656,24 @@ async fn tokens_view(
     render("tokens.html", &ctx, status)
 }
 
+/// Creates a token and shows its secret, once.
+async fn issue_token(
+    state: &AppState,
+    session: &Session,
+    name: &str,
+    scope: &TokenScope,
+    back: &str,
+) -> UiResult {
+    let secret = generate_secret(scope);
+    state
+        .store
+        .create_token(name, scope, &hash_secret(&secret), &session.actor())
+        .await?
+        .ok_or_else(|| ApiError::conflict("token collision; try again"))?;
+    state.tokens.reload().await?;
+    secret_page(session, name, &secret, back)
+}
+
 /// Shows a new token's secret, once.
 fn secret_page(session: &Session, token_name: &str, secret: &str, back: &str) -> UiResult {
     let mut ctx = base(session, "tokens");
@@ -1736,14 +1738,7 @@ async fn create_token(state: web::Data<AppState>, session: Session, body: web::B
             }
         }
     };
-    let secret = generate_secret(&scope);
-    state
-        .store
-        .create_token(&name, &scope, &hash_secret(&secret), &session.actor())
-        .await?
-        .ok_or_else(|| ApiError::conflict("token collision; try again"))?;
-    state.tokens.reload().await?;
-    secret_page(&session, &name, &secret, "/ui/tokens")
+    issue_token(&state, &session, &name, &scope, "/ui/tokens").await
 }
 
 async fn delete_token(
@@ -1938,14 +1933,7 @@ async fn account_token(state: web::Data<AppState>, session: Session, body: web::
         environment: "*".into(),
         role: Some(session.user.role),
     };
-    let secret = generate_secret(&scope);
-    state
-        .store
-        .create_token(&name, &scope, &hash_secret(&secret), &session.actor())
-        .await?
-        .ok_or_else(|| ApiError::conflict("token collision; try again"))?;
-    state.tokens.reload().await?;
-    secret_page(&session, &name, &secret, "/ui/account")
+    issue_token(&state, &session, &name, &scope, "/ui/account").await
 }
 
 async fn account_password(
