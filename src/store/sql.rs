@@ -485,6 +485,31 @@ macro_rules! impl_store {
             Ok(())
         }
 
+        /// The user `id`, read inside the caller's transaction.
+        async fn user_in(conn: &mut Conn, id: i64) -> StoreResult<crate::domain::users::User> {
+            let row: Option<UserRow> = sqlx::query_as(
+                "select id, email, password_hash, role, created_at from users where id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            Ok(row
+                .ok_or_else(|| StoreError::NotFound(format!("user {id} not found")))?
+                .into_domain()?
+                .user)
+        }
+
+        /// Refuses a change that would leave no admin.
+        async fn keep_an_admin(conn: &mut Conn, refusal: &str) -> StoreResult<()> {
+            let (admins,): (i64,) = sqlx::query_as("select count(*) from users where role = 'admin'")
+                .fetch_one(&mut *conn)
+                .await?;
+            if admins <= 1 {
+                return Err(StoreError::Conflict(refusal.into()));
+            }
+            Ok(())
+        }
+
         async fn ensure_environment(conn: &mut Conn, environment: &str) -> StoreResult<()> {
             let found: Option<(String,)> = sqlx::query_as("select name from environments where name = $1")
                 .bind(environment)
@@ -2072,23 +2097,9 @@ macro_rules! impl_store {
                 actor: &Actor,
             ) -> StoreResult<crate::domain::users::User> {
                 let mut tx = self.begin_write().await?;
-                let before: Option<UserRow> = sqlx::query_as(
-                    "select id, email, password_hash, role, created_at from users where id = $1",
-                )
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let before = before
-                    .ok_or_else(|| StoreError::NotFound(format!("user {id} not found")))?
-                    .into_domain()?
-                    .user;
+                let before = user_in(&mut tx, id).await?;
                 if before.role == crate::domain::users::Role::Admin && role != crate::domain::users::Role::Admin {
-                    let (admins,): (i64,) = sqlx::query_as("select count(*) from users where role = 'admin'")
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    if admins <= 1 {
-                        return Err(StoreError::Conflict("the last admin cannot lose the admin role".into()));
-                    }
+                    keep_an_admin(&mut tx, "the last admin cannot lose the admin role").await?;
                 }
                 sqlx::query("update users set role = $1, updated_at = $2 where id = $3")
                     .bind(role.as_str())
@@ -2121,23 +2132,9 @@ macro_rules! impl_store {
 
             async fn delete_user(&self, id: i64, actor: &Actor) -> StoreResult<()> {
                 let mut tx = self.begin_write().await?;
-                let row: Option<UserRow> = sqlx::query_as(
-                    "select id, email, password_hash, role, created_at from users where id = $1",
-                )
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let user = row
-                    .ok_or_else(|| StoreError::NotFound(format!("user {id} not found")))?
-                    .into_domain()?
-                    .user;
+                let user = user_in(&mut tx, id).await?;
                 if user.role == crate::domain::users::Role::Admin {
-                    let (admins,): (i64,) = sqlx::query_as("select count(*) from users where role = 'admin'")
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    if admins <= 1 {
-                        return Err(StoreError::Conflict("the last admin cannot be deleted".into()));
-                    }
+                    keep_an_admin(&mut tx, "the last admin cannot be deleted").await?;
                 }
                 sqlx::query("delete from users where id = $1").bind(id).execute(&mut *tx).await?;
                 audit(&mut tx, "user-deleted", actor, None, None, None, value(&user), None).await?;

@@ -20,6 +20,8 @@ pub enum Unit {
     Points,
     /// A percentage already (25 -> 25%).
     Percent,
+    /// A count (1234 -> 1234).
+    Count,
 }
 
 impl Unit {
@@ -28,6 +30,7 @@ impl Unit {
             Unit::Fraction => format!("{:.1}%", v * 100.0),
             Unit::Points => format!("{:+.1} pp", v * 100.0),
             Unit::Percent => format!("{v:.0}%"),
+            Unit::Count => format!("{v:.0}"),
         }
     }
 }
@@ -421,5 +424,6 @@ mod tests {
         assert_eq!(Unit::Fraction.format(0.314), "31.4%");
         assert_eq!(Unit::Points.format(-0.012), "-1.2 pp");
         assert_eq!(Unit::Percent.format(25.0), "25%");
+        assert_eq!(Unit::Count.format(1234.4), "1234");
     }
 }

@@ -7,16 +7,10 @@ use crate::domain::model::{Constraint, Strategy};
 /// one of NO, SE".
 pub fn strategy(s: &Strategy) -> String {
     let p = |k: &str| s.parameters.get(k).map(String::as_str).unwrap_or("");
-    let who = match s.name.as_str() {
-        "default" => "Everyone".to_string(),
-        "flexibleRollout"
-        | "gradualRolloutUserId"
-        | "gradualRolloutSessionId"
-        | "gradualRolloutRandom" => {
-            let pct = [p("rollout"), p("percentage")]
-                .into_iter()
-                .find(|v| !v.is_empty())
-                .unwrap_or("0");
+    let who = match (s.name.as_str(), gradual_rollout(s)) {
+        ("default", _) => "Everyone".to_string(),
+        (_, Some(pct)) => {
+            let pct = if pct.is_empty() { "0" } else { pct };
             let stickiness = match s.name.as_str() {
                 "gradualRolloutSessionId" => "sessionId",
                 "gradualRolloutRandom" => "random",
@@ -28,10 +22,10 @@ pub fn strategy(s: &Strategy) -> String {
             };
             format!("{pct}% of users (sticky on {stickiness})")
         }
-        "userWithId" => format!("Users {}", list(p("userIds"))),
-        "remoteAddress" => format!("Requests from {}", list(p("IPs"))),
-        "applicationHostname" => format!("Hosts {}", list(p("hostNames"))),
-        other => format!("Custom strategy `{other}`"),
+        ("userWithId", _) => format!("Users {}", list(p("userIds"))),
+        ("remoteAddress", _) => format!("Requests from {}", list(p("IPs"))),
+        ("applicationHostname", _) => format!("Hosts {}", list(p("hostNames"))),
+        (other, None) => format!("Custom strategy `{other}`"),
     };
     let mut parts = vec![who];
     if s.constraints.is_empty() && s.segments.as_ref().is_none_or(Vec::is_empty) {
@@ -51,6 +45,23 @@ pub fn strategy(s: &Strategy) -> String {
         parts.push("(disabled)".into());
     }
     parts.join(" ")
+}
+
+/// A gradual rollout's percentage parameter (`rollout`, or `percentage` in the legacy
+/// strategies); `None` for strategies that are not gradual rollouts.
+pub fn gradual_rollout(s: &Strategy) -> Option<&str> {
+    match s.name.as_str() {
+        "flexibleRollout"
+        | "gradualRolloutUserId"
+        | "gradualRolloutSessionId"
+        | "gradualRolloutRandom" => Some(
+            ["rollout", "percentage"]
+                .iter()
+                .find_map(|k| s.parameters.get(*k).filter(|v| !v.is_empty()))
+                .map_or("", String::as_str),
+        ),
+        _ => None,
+    }
 }
 
 fn list(csv: &str) -> String {

@@ -194,17 +194,11 @@ fn plain_exposure(enabled: bool, strategies: &[Strategy]) -> f64 {
         return 100.0;
     }
     live.iter()
-        .map(|s| match s.name.as_str() {
-            "flexibleRollout"
-            | "gradualRolloutUserId"
-            | "gradualRolloutSessionId"
-            | "gradualRolloutRandom" => ["rollout", "percentage"]
-                .iter()
-                .find_map(|k| s.parameters.get(*k)?.trim().parse::<f64>().ok())
-                .unwrap_or(0.0),
-            "default" if s.constraints.is_empty() => 100.0,
+        .map(|s| match describe::gradual_rollout(s) {
+            Some(pct) => pct.trim().parse::<f64>().unwrap_or(0.0),
+            None if s.name == "default" && s.constraints.is_empty() => 100.0,
             // Targeted strategies reach some users; the share is unknown.
-            _ => 0.0,
+            None => 0.0,
         })
         .fold(0.0, f64::max)
 }
@@ -1461,6 +1455,11 @@ async fn audit_page(state: web::Data<AppState>, session: Session, query: Query) 
             "since": get("since"), "until": get("until"),
         }),
     );
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
     ctx.insert("errors".into(), json!(errors));
     ctx.insert(
         "kinds".into(),
@@ -1488,18 +1487,7 @@ async fn audit_page(state: web::Data<AppState>, session: Session, query: Query) 
             "user-deleted"
         ]),
     );
-    let status = if errors_empty(&ctx) {
-        StatusCode::OK
-    } else {
-        StatusCode::BAD_REQUEST
-    };
     render("audit.html", &ctx, status)
-}
-
-fn errors_empty(ctx: &Map<String, Value>) -> bool {
-    ctx.get("errors")
-        .and_then(Value::as_array)
-        .is_none_or(Vec::is_empty)
 }
 
 // ----------------------------------------------------------------------------- events
@@ -1509,7 +1497,7 @@ async fn events_page(state: web::Data<AppState>, session: Session, query: Query)
     let hours = state.store.ingest_hourly(since).await?;
     let reason = query.get("reason").filter(|r| !r.is_empty()).cloned();
     let quarantine = state.store.list_quarantine(reason.as_deref(), 100).await?;
-    let mut chart = ChartBuilder::new("Events accepted per hour (last 48 hours)", Unit::Percent);
+    let mut chart = ChartBuilder::new("Events accepted per hour (last 48 hours)", Unit::Count);
     let mut per_hour: std::collections::BTreeMap<i64, (i64, i64, i64)> = Default::default();
     for h in &hours {
         let e = per_hour.entry(h.hour).or_default();
@@ -1533,11 +1521,7 @@ async fn events_page(state: web::Data<AppState>, session: Session, query: Query)
             .map(|(t, c)| (*t as f64, c.2 as f64))
             .collect(),
     );
-    let mut chart = chart.build();
-    // Counts, not percentages.
-    for tick in &mut chart.y_ticks {
-        tick.label = tick.label.trim_end_matches('%').to_string();
-    }
+    let chart = chart.build();
     let rows: Vec<Value> = hours
         .iter()
         .rev()

@@ -558,6 +558,11 @@ async fn roles_bound_the_ui_and_the_api_tokens_users_get(app: TestApp) {
         )
         .await;
     assert_eq!(r.status(), StatusCode::CONFLICT);
+    let r = admin
+        .post(&format!("/ui/users/{}/delete", pm.id), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(app.state.store.get_user(pm.id).await.unwrap().is_some());
     // A role change applies to a live session at once.
     let v = users
         .iter()
