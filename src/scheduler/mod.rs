@@ -18,6 +18,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::eval::normalized_hash;
+use crate::domain::events::MAX_FUTURE_SKEW_MS;
+use crate::domain::fuse::outcomes::OutcomeNames;
 use crate::domain::fuse::settings::FuseSettings;
 use crate::domain::fuse::{build_tick_input, Arm, CohortUser, Epoch, MetricSummary};
 use crate::domain::stats::{evaluate, Decision, DecisionKind, DecisionRule, RolloutState};
@@ -519,16 +521,32 @@ impl Scheduler {
             None | Some("") | Some("default") | Some("userId")
         );
 
-        let rows = self
-            .store
-            .cohort_rows(
-                environment,
-                feature,
-                now_ms,
-                &settings.activation_events,
-                &settings.adoption_events,
-            )
-            .await?;
+        let names = OutcomeNames {
+            activation: settings.activation_events.clone(),
+            adoption: settings.adoption_events.clone(),
+        };
+        // A look at the present reads the aggregates ingest keeps (one row per user).
+        // A backtest look, or one asked for at a past time (`?at=`), must see only the
+        // events up to its time, so it aggregates those.
+        let present = now_ms >= crate::store::now_ms().saturating_sub(MAX_FUTURE_SKEW_MS);
+        let rows = if epoch_override.is_none() && present {
+            let mut rows = self
+                .store
+                .live_cohort_rows(environment, feature, &names)
+                .await?;
+            // Timestamps up to 5 minutes ahead are accepted at ingest; like the
+            // backtest's as-of filter, a look does not count what has not happened yet.
+            rows.retain(|r| r.t0 <= now_ms);
+            for r in &mut rows {
+                r.first_activation = r.first_activation.filter(|t| *t <= now_ms);
+                r.first_error = r.first_error.filter(|t| *t <= now_ms);
+            }
+            rows
+        } else {
+            self.store
+                .cohort_rows(environment, feature, now_ms, &names)
+                .await?
+        };
         let mut users = Vec::with_capacity(rows.len());
         let mut excluded = 0u64;
         for row in rows {

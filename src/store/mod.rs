@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use crate::domain::admin::{
     AdminSegment, AuditEvent, Environment, Feature, FeatureMeta, Project, StoredToken,
 };
+use crate::domain::fuse::outcomes::OutcomeNames;
 use crate::domain::model::{ClientFeatures, Constraint, Dependency, Strategy, Variant};
 use crate::domain::tokens::TokenScope;
 
@@ -510,15 +511,23 @@ pub trait Store: Send + Sync + 'static {
         environment: &str,
         limit: i64,
     ) -> StoreResult<Vec<FuseSnapshot>>;
-    /// Per-user aggregates of a feature's exposed users in one environment, from
-    /// events with timestamps at or before `as_of` (ms) only.
+    /// Per-user aggregates of a feature's exposed users in one environment, computed
+    /// from the events with timestamps at or before `as_of` (ms) only (backtests).
     async fn cohort_rows(
         &self,
         environment: &str,
         feature: &str,
         as_of: i64,
-        activation_events: &[String],
-        adoption_events: &[String],
+        names: &OutcomeNames,
+    ) -> StoreResult<Vec<CohortRow>>;
+    /// The same aggregates as ingest keeps them for a fused feature: one row per user,
+    /// no event scan. Built from the stored events first when they were built for other
+    /// event names (or not yet).
+    async fn live_cohort_rows(
+        &self,
+        environment: &str,
+        feature: &str,
+        names: &OutcomeNames,
     ) -> StoreResult<Vec<CohortRow>>;
     /// When events for the environment were last received (ms).
     async fn data_as_of(&self, environment: &str) -> StoreResult<Option<i64>>;

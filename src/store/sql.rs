@@ -321,6 +321,176 @@ pub(super) fn multi_row_sql(
     sql
 }
 
+/// Per-user outcomes of one feature's exposed users, computed from the stored events
+/// with timestamps at or before `$3`: the from-scratch twin of
+/// [`crate::domain::fuse::outcomes::UserOutcomes::apply`], used by backtests and to
+/// (re)build the aggregates ingest keeps current. Parameters: `$1` environment, `$2`
+/// feature, `$3` as-of, then the activation names, the adoption names and, when
+/// `by_users`, a JSON array of the user ids to restrict to. Names are bound; only
+/// their count shapes the SQL.
+pub(super) fn outcome_sql(
+    activation: usize,
+    adoption: usize,
+    by_users: bool,
+    backend: super::Backend,
+) -> String {
+    let list = |start: usize, n: usize, column: &str| -> String {
+        if n == 0 {
+            return "1 = 0".into();
+        }
+        let marks: Vec<String> = (start..start + n).map(|i| format!("${i}")).collect();
+        format!("{column} in ({})", marks.join(", "))
+    };
+    let activation_in = list(4, activation, "e.name");
+    let adoption_in = list(4 + activation, adoption, "e.name");
+    let users = 4 + activation + adoption;
+    // With a user list (one JSON array parameter), PostgreSQL is made to look each user
+    // up by primary key and each user's events by index (LATERAL): with missing or
+    // stale statistics its planner otherwise scans the whole feature or event table.
+    // LIMIT/OFFSET keep it from flattening the subqueries back into a hash join.
+    let (exposures, events, user_filter) = match (by_users, backend) {
+        (false, _) => (
+            "exposures x".to_string(),
+            "events e on e.environment = x.environment and e.user_id = x.user_id and e.ts >= x.t0 and e.ts <= $3".to_string(),
+            String::new(),
+        ),
+        (true, super::Backend::Sqlite) => (
+            "exposures x".to_string(),
+            "events e on e.environment = x.environment and e.user_id = x.user_id and e.ts >= x.t0 and e.ts <= $3".to_string(),
+            format!(" and x.user_id in (select value from json_each(${users}))"),
+        ),
+        (true, super::Backend::Postgres) => (
+            format!(
+                "jsonb_array_elements_text(cast(${users} as jsonb)) as u(uid) cross join lateral \
+                 (select * from exposures where environment = $1 and feature = $2 and user_id = u.uid limit 1) x"
+            ),
+            "lateral (select kind, name, feature, score, ts from events where environment = x.environment \
+             and user_id = x.user_id and ts >= x.t0 and ts <= $3 offset 0) e on true".to_string(),
+            String::new(),
+        ),
+    };
+    // One row per user: the activity-day bitmask is a sum of distinct powers of two
+    // (= their OR), so no per-day rows cross the driver. Days 0..62 keep the sum
+    // inside a signed 64-bit integer.
+    format!(
+        "select x.user_id, x.enabled, x.t0, x.last_seen, x.exposure_count, x.crossovers, \
+         min(case when e.kind = 'activity' and {activation_in} then e.ts end) as first_activation, \
+         min(case when e.kind = 'error' then e.ts end) as first_error, \
+         max(case when e.kind = 'activity' and (e.feature = x.feature or {adoption_in}) \
+             then cast(1 as bigint) else cast(0 as bigint) end) as adopted, \
+         sum(case when e.kind = 'feedback' and e.feature = x.feature then e.score end) as feedback_sum, \
+         count(case when e.kind = 'feedback' and e.feature = x.feature then e.score end) as feedback_count, \
+         cast(sum(distinct case when e.kind = 'activity' and e.ts < x.t0 + {tracked_ms} \
+             then cast(1 as bigint) << cast((e.ts - x.t0) / 86400000 as integer) end) as bigint) as active_days \
+         from {exposures} left join {events} \
+         where x.environment = $1 and x.feature = $2 and x.t0 <= $3{user_filter} \
+         group by x.user_id, x.enabled, x.t0, x.last_seen, x.exposure_count, x.crossovers",
+        tracked_ms = crate::domain::fuse::outcomes::TRACKED_DAYS * 86_400_000,
+    )
+}
+
+/// `select {columns}` of one feature's exposure rows for a list of users: `$1`
+/// environment, `$2` feature, `$3` a JSON array of user ids. PostgreSQL gets a
+/// primary-key lookup per user whatever its statistics say (see [`outcome_sql`]).
+pub(super) fn exposures_of_users_sql(columns: &str, backend: super::Backend) -> String {
+    match backend {
+        super::Backend::Sqlite => format!(
+            "select {columns} from exposures where environment = $1 and feature = $2 \
+             and user_id in (select value from json_each($3))"
+        ),
+        super::Backend::Postgres => format!(
+            "select {columns} from jsonb_array_elements_text(cast($3 as jsonb)) as u(uid) cross join lateral \
+             (select * from exposures where environment = $1 and feature = $2 and user_id = u.uid limit 1) x"
+        ),
+    }
+}
+
+/// A row of [`outcome_sql`].
+pub(super) type OutcomeSqlRow = (
+    String,
+    bool,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<f64>,
+    i64,
+    Option<i64>,
+);
+
+/// An exposure row with its outcome aggregates, as read and written back.
+#[derive(Debug, Clone)]
+pub(super) struct OutcomeRow {
+    pub user_id: String,
+    pub enabled: bool,
+    pub t0: i64,
+    pub last_seen: i64,
+    pub exposure_count: i64,
+    pub crossovers: i64,
+    pub outcomes: crate::domain::fuse::outcomes::UserOutcomes,
+}
+
+impl OutcomeRow {
+    pub(super) fn from_sql(row: OutcomeSqlRow) -> OutcomeRow {
+        let (
+            user_id,
+            enabled,
+            t0,
+            last_seen,
+            exposure_count,
+            crossovers,
+            first_activation,
+            first_error,
+            adopted,
+            feedback_sum,
+            feedback_count,
+            days,
+        ) = row;
+        OutcomeRow {
+            user_id,
+            enabled,
+            t0,
+            last_seen,
+            exposure_count,
+            crossovers,
+            outcomes: crate::domain::fuse::outcomes::UserOutcomes {
+                active_days: days.unwrap_or(0) as u64,
+                first_activation,
+                first_error,
+                adopted: adopted.unwrap_or(0) > 0,
+                feedback_sum: feedback_sum.unwrap_or(0.0),
+                feedback_count,
+            },
+        }
+    }
+
+    pub(super) fn into_cohort(self) -> super::CohortRow {
+        super::CohortRow {
+            feedback: self.outcomes.feedback(),
+            user_id: self.user_id,
+            enabled: self.enabled,
+            t0: self.t0,
+            crossovers: self.crossovers,
+            active_days: self.outcomes.active_days,
+            first_activation: self.outcomes.first_activation,
+            first_error: self.outcomes.first_error,
+            adopted: self.outcomes.adopted,
+        }
+    }
+}
+
+/// The live aggregate columns each backend's bulk reader decodes, in this order.
+pub(super) const OUTCOME_COLUMNS: &str =
+    "user_id, enabled, t0, crossovers, active_days, first_activation, \
+     first_error, adopted, feedback_sum, feedback_count";
+
+/// Key of the PostgreSQL transaction lock that serialises outcome maintenance across
+/// replicas (ingest, rebuilds, erasure): ASCII "fusebox1".
+pub(super) const OUTCOME_LOCK: i64 = 0x6675_7365_626f_7831;
+
 /// Folds new exposure events into one row per (environment, feature, user): the
 /// earliest event fixes the assignment and t0; later ones with another assignment
 /// count as crossovers. One row per key, because a multi-row upsert may not touch a
@@ -766,6 +936,165 @@ macro_rules! impl_store {
                 } else {
                     self.pool.begin().await
                 }
+            }
+
+            /// Serialises outcome maintenance. SQLite's write transactions already are
+            /// serial; on PostgreSQL, concurrent ingest transactions (several writers,
+            /// several replicas) would otherwise each miss the other's uncommitted
+            /// events or exposures. Taken after the event inserts, so those still run
+            /// in parallel; released at commit.
+            async fn lock_outcomes(conn: &mut Conn) -> StoreResult<()> {
+                if matches!($backend, Backend::Postgres) {
+                    sqlx::query("select pg_advisory_xact_lock($1)").bind(OUTCOME_LOCK).execute(&mut *conn).await?;
+                }
+                Ok(())
+            }
+
+            /// Features of `environment` whose outcome aggregates are built, with the
+            /// names they were built for.
+            async fn fused_outcomes(conn: &mut Conn, environment: &str) -> StoreResult<Vec<(String, crate::domain::fuse::outcomes::OutcomeNames)>> {
+                let rows: Vec<(String, String)> = sqlx::query_as(
+                    "select feature, outcome_names from fuses where environment = $1 and outcome_names is not null order by feature",
+                )
+                .bind(environment)
+                .fetch_all(&mut *conn)
+                .await?;
+                rows.into_iter().map(|(feature, names)| Ok((feature, from_json(&names)?))).collect()
+            }
+
+            /// Writes outcome aggregates back onto existing exposure rows.
+            async fn write_outcomes(conn: &mut Conn, environment: &str, feature: &str, rows: &[OutcomeRow]) -> StoreResult<()> {
+                for chunk in rows.chunks(EVENT_CHUNK) {
+                    let sql = multi_row_sql(
+                        "insert into exposures (environment, feature, user_id, enabled, t0, last_seen, exposure_count, \
+                         crossovers, active_days, first_activation, first_error, adopted, feedback_sum, feedback_count) values ",
+                        14,
+                        chunk.len(),
+                        " on conflict (environment, feature, user_id) do update set active_days = excluded.active_days, \
+                         first_activation = excluded.first_activation, first_error = excluded.first_error, \
+                         adopted = excluded.adopted, feedback_sum = excluded.feedback_sum, feedback_count = excluded.feedback_count",
+                        $backend,
+                    );
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for r in chunk {
+                        q = q
+                            .bind(environment)
+                            .bind(feature)
+                            .bind(&r.user_id)
+                            .bind(r.enabled)
+                            .bind(r.t0)
+                            .bind(r.last_seen)
+                            .bind(r.exposure_count)
+                            .bind(r.crossovers)
+                            .bind(r.outcomes.active_days as i64)
+                            .bind(r.outcomes.first_activation)
+                            .bind(r.outcomes.first_error)
+                            .bind(r.outcomes.adopted)
+                            .bind(r.outcomes.feedback_sum)
+                            .bind(r.outcomes.feedback_count);
+                    }
+                    q.execute(&mut *conn).await?;
+                }
+                Ok(())
+            }
+
+            /// Computes outcomes from the stored events (at or before `as_of`); all
+            /// exposed users when `users` is empty.
+            async fn compute_outcomes(
+                conn: &mut Conn,
+                environment: &str,
+                feature: &str,
+                as_of: i64,
+                names: &crate::domain::fuse::outcomes::OutcomeNames,
+                users: &[&str],
+            ) -> StoreResult<Vec<OutcomeRow>> {
+                let mut out = Vec::new();
+                let chunks: Vec<&[&str]> = if users.is_empty() { vec![&[]] } else { users.chunks(EVENT_CHUNK).collect() };
+                for chunk in chunks {
+                    let sql = outcome_sql(names.activation.len(), names.adoption.len(), !chunk.is_empty(), $backend);
+                    let mut q = sqlx::query_as::<_, OutcomeSqlRow>(sqlx::AssertSqlSafe(sql))
+                        .bind(environment)
+                        .bind(feature)
+                        .bind(as_of);
+                    for name in names.activation.iter().chain(&names.adoption) {
+                        q = q.bind(name);
+                    }
+                    if !chunk.is_empty() {
+                        q = q.bind(to_json(&chunk)?);
+                    }
+                    out.extend(q.fetch_all(&mut *conn).await?.into_iter().map(OutcomeRow::from_sql));
+                }
+                Ok(out)
+            }
+
+            /// Keeps the outcome aggregates of fused features current with one ingested
+            /// group. `events` are the newly stored events, `old_t0` the t0 each fused
+            /// exposure row had before this group's exposures were folded in.
+            async fn maintain_outcomes(
+                conn: &mut Conn,
+                events: &[&NewEvent],
+                fused: &[(String, String, crate::domain::fuse::outcomes::OutcomeNames)],
+                old_t0: &std::collections::HashMap<(String, String, String), i64>,
+                new_t0: &std::collections::HashMap<(String, String, String), i64>,
+            ) -> StoreResult<()> {
+                use crate::domain::fuse::outcomes::OutcomeEvent;
+                // Per (environment, user): the group's events that can change outcomes.
+                let mut by_user: std::collections::HashMap<(&str, &str), Vec<&NewEvent>> = Default::default();
+                for e in events.iter().filter(|e| e.kind != "exposure") {
+                    by_user.entry((e.environment.as_str(), e.user_id.as_str())).or_default().push(e);
+                }
+                for (environment, feature, names) in fused {
+                    // A new row, or one whose t0 moved earlier, is computed from all its
+                    // events (they may have arrived before the exposure did).
+                    let mut rebuild: Vec<&str> = new_t0
+                        .iter()
+                        .filter(|((env, f, _), _)| env == environment && f == feature)
+                        .filter(|(key, t0)| old_t0.get(*key).is_none_or(|old| **t0 < *old))
+                        .map(|((_, _, user), _)| user.as_str())
+                        .collect();
+                    rebuild.sort_unstable();
+                    let rebuilt: std::collections::HashSet<&str> = rebuild.iter().copied().collect();
+                    if !rebuild.is_empty() {
+                        let rows = Self::compute_outcomes(conn, environment, feature, i64::MAX, names, &rebuild).await?;
+                        Self::write_outcomes(conn, environment, feature, &rows).await?;
+                    }
+                    // Every other exposed user of this group folds its new events in.
+                    let mut users: Vec<&str> = by_user
+                        .keys()
+                        .filter(|(env, user)| env == environment && !rebuilt.contains(user))
+                        .map(|(_, user)| *user)
+                        .collect();
+                    users.sort_unstable();
+                    for chunk in users.chunks(EVENT_CHUNK) {
+                        let sql = exposures_of_users_sql(
+                            "user_id, enabled, t0, last_seen, exposure_count, crossovers, first_activation, first_error, \
+                             case when adopted then cast(1 as bigint) else cast(0 as bigint) end, feedback_sum, feedback_count, active_days",
+                            $backend,
+                        );
+                        let q = sqlx::query_as::<_, OutcomeSqlRow>(sqlx::AssertSqlSafe(sql))
+                            .bind(environment)
+                            .bind(feature)
+                            .bind(to_json(&chunk)?);
+                        let mut changed = Vec::new();
+                        for mut row in q.fetch_all(&mut *conn).await?.into_iter().map(OutcomeRow::from_sql) {
+                            let before = row.outcomes;
+                            for e in by_user.get(&(environment.as_str(), row.user_id.as_str())).into_iter().flatten() {
+                                row.outcomes.apply(feature, row.t0, names, &OutcomeEvent {
+                                    kind: e.kind,
+                                    feature: e.feature.as_deref(),
+                                    name: e.name.as_deref(),
+                                    score: e.score,
+                                    ts: e.ts,
+                                });
+                            }
+                            if row.outcomes != before {
+                                changed.push(row);
+                            }
+                        }
+                        Self::write_outcomes(conn, environment, feature, &changed).await?;
+                    }
+                }
+                Ok(())
             }
         }
 
@@ -1506,6 +1835,39 @@ macro_rules! impl_store {
                     }
                 }
                 let exposures = fold_exposures(events.iter().filter(|e| e.kind == "exposure" && inserted.contains(&e.id)));
+                // Outcome aggregates of fused features (see outcome maintenance above).
+                let stored: Vec<&NewEvent> = events.iter().filter(|e| inserted.contains(&e.id)).collect();
+                let environments: std::collections::BTreeSet<&str> = stored.iter().map(|e| e.environment.as_str()).collect();
+                let mut fused = Vec::new();
+                for environment in environments {
+                    for (feature, names) in Self::fused_outcomes(&mut tx, environment).await? {
+                        fused.push((environment.to_string(), feature, names));
+                    }
+                }
+                let mut old_t0 = std::collections::HashMap::new();
+                let mut new_t0 = std::collections::HashMap::new();
+                if !fused.is_empty() {
+                    Self::lock_outcomes(&mut tx).await?;
+                    for (environment, feature, _) in &fused {
+                        let users: Vec<&str> = exposures
+                            .iter()
+                            .filter(|x| &x.environment == environment && &x.feature == feature)
+                            .map(|x| {
+                                new_t0.insert((environment.clone(), feature.clone(), x.user_id.clone()), x.t0);
+                                x.user_id.as_str()
+                            })
+                            .collect();
+                        for chunk in users.chunks(EVENT_CHUNK) {
+                            let q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(exposures_of_users_sql("user_id, t0", $backend)))
+                                .bind(environment)
+                                .bind(feature)
+                                .bind(to_json(&chunk)?);
+                            for (user, t0) in q.fetch_all(&mut *tx).await? {
+                                old_t0.insert((environment.clone(), feature.clone(), user), t0);
+                            }
+                        }
+                    }
+                }
                 for chunk in exposures.chunks(EVENT_CHUNK) {
                     let sql = multi_row_sql(
                         "insert into exposures (environment, feature, user_id, enabled, variant, t0, last_seen, \
@@ -1537,6 +1899,9 @@ macro_rules! impl_store {
                             .bind(x.crossovers);
                     }
                     q.execute(&mut *tx).await?;
+                }
+                if !fused.is_empty() {
+                    Self::maintain_outcomes(&mut tx, &stored, &fused, &old_t0, &new_t0).await?;
                 }
                 let mut latest: std::collections::HashMap<&str, i64> = Default::default();
                 for e in events.iter().filter(|e| inserted.contains(&e.id)) {
@@ -1659,6 +2024,7 @@ macro_rules! impl_store {
 
             async fn erase_user(&self, user_id: &str, actor: &Actor) -> StoreResult<(u64, u64)> {
                 let mut tx = self.begin_write().await?;
+                Self::lock_outcomes(&mut tx).await?;
                 let events = sqlx::query("delete from events where user_id = $1").bind(user_id).execute(&mut *tx).await?.rows_affected();
                 let exposures = sqlx::query("delete from exposures where user_id = $1").bind(user_id).execute(&mut *tx).await?.rows_affected();
                 // The audit log must not keep the personal data it records erasing.
@@ -1844,59 +2210,50 @@ macro_rules! impl_store {
                 environment: &str,
                 feature: &str,
                 as_of: i64,
-                activation_events: &[String],
-                adoption_events: &[String],
+                names: &crate::domain::fuse::outcomes::OutcomeNames,
             ) -> StoreResult<Vec<CohortRow>> {
-                // Names are bound as parameters; only their count shapes the SQL.
-                let list = |start: usize, n: usize| -> String {
-                    if n == 0 {
-                        return "1 = 0".into();
-                    }
-                    let marks: Vec<String> = (start..start + n).map(|i| format!("${i}")).collect();
-                    format!("e.name in ({})", marks.join(", "))
+                let mut conn = self.pool.acquire().await?;
+                let rows = Self::compute_outcomes(&mut conn, environment, feature, as_of, names, &[]).await?;
+                Ok(rows.into_iter().map(OutcomeRow::into_cohort).collect())
+            }
+
+            async fn live_cohort_rows(
+                &self,
+                environment: &str,
+                feature: &str,
+                names: &crate::domain::fuse::outcomes::OutcomeNames,
+            ) -> StoreResult<Vec<CohortRow>> {
+                let built: Option<(Option<String>,)> = sqlx::query_as(
+                    "select outcome_names from fuses where feature = $1 and environment = $2",
+                )
+                .bind(feature)
+                .bind(environment)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some((built,)) = built else {
+                    return Err(StoreError::NotFound(format!("fuse for `{feature}` in `{environment}` not found")));
                 };
-                let activation = list(4, activation_events.len());
-                let adoption = list(4 + activation_events.len(), adoption_events.len());
-                // One row per user: the activity-day bitmask is a sum of distinct powers
-                // of two (= their OR), so no per-day rows cross the driver. Days 0..62
-                // keep the sum inside a signed 64-bit integer.
-                let sql = format!(
-                    "select x.user_id, x.enabled, x.t0, x.crossovers, \
-                     min(case when e.kind = 'activity' and {activation} then e.ts end) as first_activation, \
-                     min(case when e.kind = 'error' then e.ts end) as first_error, \
-                     max(case when e.kind = 'activity' and (e.feature = x.feature or {adoption}) \
-                         then cast(1 as bigint) else cast(0 as bigint) end) as adopted, \
-                     avg(case when e.kind = 'feedback' and e.feature = x.feature then e.score end) as feedback, \
-                     cast(sum(distinct case when e.kind = 'activity' and e.ts < x.t0 + 5443200000 \
-                         then cast(1 as bigint) << cast((e.ts - x.t0) / 86400000 as integer) end) as bigint) as active_days \
-                     from exposures x left join events e on e.environment = x.environment and e.user_id = x.user_id \
-                     and e.ts >= x.t0 and e.ts <= $3 \
-                     where x.environment = $1 and x.feature = $2 and x.t0 <= $3 \
-                     group by x.user_id, x.enabled, x.t0, x.crossovers"
-                );
-                type Row = (String, bool, i64, i64, Option<i64>, Option<i64>, Option<i64>, Option<f64>, Option<i64>);
-                let mut q = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql))
-                    .bind(environment)
-                    .bind(feature)
-                    .bind(as_of);
-                for name in activation_events.iter().chain(adoption_events) {
-                    q = q.bind(name);
+                let current = built.as_deref().map(from_json::<crate::domain::fuse::outcomes::OutcomeNames>).transpose()?;
+                if current.as_ref() != Some(names) {
+                    // First look since the fuse was armed, or its event names changed:
+                    // build from the stored events, holding off ingest meanwhile so no
+                    // event is missed or counted twice.
+                    let mut tx = self.begin_write().await?;
+                    if matches!($backend, Backend::Postgres) {
+                        sqlx::query("lock table events in share mode").execute(&mut *tx).await?;
+                    }
+                    Self::lock_outcomes(&mut tx).await?;
+                    let rows = Self::compute_outcomes(&mut tx, environment, feature, i64::MAX, names, &[]).await?;
+                    Self::write_outcomes(&mut tx, environment, feature, &rows).await?;
+                    sqlx::query("update fuses set outcome_names = $3 where feature = $1 and environment = $2")
+                        .bind(feature)
+                        .bind(environment)
+                        .bind(to_json(names)?)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
                 }
-                let rows = q.fetch_all(&self.pool).await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(user_id, enabled, t0, crossovers, first_activation, first_error, adopted, feedback, days)| CohortRow {
-                        active_days: days.unwrap_or(0) as u64,
-                        user_id,
-                        enabled,
-                        t0,
-                        crossovers,
-                        first_activation,
-                        first_error,
-                        adopted: adopted.unwrap_or(0) > 0,
-                        feedback,
-                    })
-                    .collect())
+                self.read_outcomes_impl(environment, feature).await
             }
 
             async fn data_as_of(&self, environment: &str) -> StoreResult<Option<i64>> {

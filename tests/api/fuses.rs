@@ -528,12 +528,143 @@ async fn a_backtest_replays_the_rules_over_stored_events_without_applying(app: T
     assert_eq!(bad["details"][0]["path"], "step");
 }
 
+/// Ingest keeps per-user outcome aggregates for fused features so a live look need
+/// not scan events; they must equal a from-scratch scan whatever order events arrive
+/// in: activity before its exposure, an earlier exposure arriving late, duplicates,
+/// events before t0, feedback for other features, and a change of the fuse's names.
+async fn live_aggregates_equal_a_scan_of_the_stored_events(app: TestApp) {
+    use fusebox::domain::fuse::outcomes::OutcomeNames;
+    app.create_feature("agg").await;
+    app.create_feature("agg-other").await;
+    let config = json!({"activation_events": ["signup"], "adoption_events": ["used_agg"]});
+    json_with_status(app.put(&fuse_path("agg"), &config).await, 201).await;
+    let names = OutcomeNames {
+        activation: vec!["signup".into()],
+        adoption: vec!["used_agg".into()],
+    };
+    let store = app.state.store.clone();
+
+    let now = chrono::Utc::now().timestamp_millis();
+    let base = now - 20 * DAY;
+    let mut seed = 7u64;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let mut events = Vec::new();
+    for u in 0..250u64 {
+        let user = format!("u{u}");
+        let t0 = base + next(5 * DAY as u64) as i64;
+        events.push(json!({"type": "exposure", "user_id": user, "feature": "agg", "enabled": u % 2 == 0, "timestamp": t0}));
+        if u % 7 == 0 {
+            // A second, later exposure with the other assignment: a crossover.
+            events.push(json!({"type": "exposure", "user_id": user, "feature": "agg", "enabled": u % 2 == 1, "timestamp": t0 + HOUR}));
+        }
+        for _ in 0..next(14) {
+            let ts = t0 - DAY + next(12 * DAY as u64) as i64;
+            let event = match next(6) {
+                0 => {
+                    json!({"type": "activity", "user_id": user, "name": "signup", "timestamp": ts})
+                }
+                1 => {
+                    json!({"type": "activity", "user_id": user, "name": "used_agg", "timestamp": ts})
+                }
+                2 => {
+                    json!({"type": "activity", "user_id": user, "feature": if next(2) == 0 { "agg" } else { "agg-other" }, "name": "click", "timestamp": ts})
+                }
+                3 => json!({"type": "error", "user_id": user, "name": "crash", "timestamp": ts}),
+                4 => {
+                    json!({"type": "feedback", "user_id": user, "feature": if next(3) == 0 { "agg-other" } else { "agg" }, "score": next(11) as f64 / 10.0, "timestamp": ts})
+                }
+                _ => {
+                    json!({"type": "activity", "user_id": user, "name": "session_start", "timestamp": ts})
+                }
+            };
+            events.push(event);
+        }
+    }
+    // Arrival order unrelated to time.
+    for i in (1..events.len()).rev() {
+        events.swap(i, next(i as u64 + 1) as usize);
+    }
+    let ids: Vec<Value> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut e)| {
+            e["id"] = json!(uuid::Uuid::from_u128(0xa66 << 64 | i as u128).to_string());
+            e
+        })
+        .collect();
+
+    let compare = |label: &'static str, names: OutcomeNames| {
+        let store = store.clone();
+        async move {
+            let mut live = store
+                .live_cohort_rows("development", "agg", &names)
+                .await
+                .unwrap();
+            let mut scan = store
+                .cohort_rows("development", "agg", i64::MAX, &names)
+                .await
+                .unwrap();
+            live.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+            scan.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+            assert_eq!(live.len(), scan.len(), "{label}");
+            for (l, s) in live.iter().zip(&scan) {
+                let close = match (l.feedback, s.feedback) {
+                    (Some(a), Some(b)) => (a - b).abs() < 1e-12,
+                    (a, b) => a == b,
+                };
+                assert!(close, "{label}: feedback {l:?} vs {s:?}");
+                let mut l = l.clone();
+                l.feedback = s.feedback;
+                assert_eq!(&l, s, "{label}");
+            }
+            live.len()
+        }
+    };
+
+    let (first, rest) = ids.split_at(ids.len() / 3);
+    send_events(&app, first.to_vec()).await;
+    // The first live look builds the aggregates from what is stored so far ...
+    compare("built", names.clone()).await;
+    // ... and ingest keeps them current from then on, redeliveries included.
+    for chunk in rest.chunks(300) {
+        send_events(&app, chunk.to_vec()).await;
+    }
+    send_events(&app, ids[..400].to_vec()).await;
+    let users = compare("maintained", names.clone()).await;
+    assert_eq!(users, 250);
+
+    // New names: the next live look rebuilds for them.
+    let config = json!({"activation_events": ["used_agg"], "adoption_events": []});
+    json_with_status(app.put(&fuse_path("agg"), &config).await, 200).await;
+    compare(
+        "renamed",
+        OutcomeNames {
+            activation: vec!["used_agg".into()],
+            adoption: vec![],
+        },
+    )
+    .await;
+    // A live evaluation goes through the same rows.
+    json_with_status(
+        app.post(&format!("{}/evaluate", fuse_path("agg")), &json!({}))
+            .await,
+        200,
+    )
+    .await;
+}
+
 crate::both_backends!(
     a_backtest_replays_the_rules_over_stored_events_without_applying,
     a_good_feature_is_promoted_step_by_step_to_full_exposure,
     arming_a_fuse_creates_the_managed_strategy_and_validates_config,
     a_harmful_feature_is_throttled_then_rolled_back_locked_and_unlocked,
     a_sample_ratio_mismatch_holds_the_fuse,
+    live_aggregates_equal_a_scan_of_the_stored_events,
     pause_and_resume_are_audited_and_freeze_decisions,
 );
 

@@ -7,6 +7,7 @@
 //! exactly the analysis and decision path that production runs.
 
 pub mod cohort;
+pub mod outcomes;
 pub mod settings;
 
 pub use cohort::{
