@@ -1,8 +1,11 @@
 //! `fusebox bench-fuse`: how long one scheduler evaluation of a fuse takes as its
-//! data grows. Generates `--users` exposed users with `--events-per-user` events
-//! (one exposure, the rest activity over two weeks) straight into the store (no HTTP,
-//! no validation: this measures the analysis, not ingestion), arms a fuse, and times
-//! full evaluations (cohort query, classification, statistics, decision).
+//! data grows. Arms a fuse, then generates `--users` exposed users with
+//! `--events-per-user` events (one exposure, the rest activity over two weeks)
+//! straight into the store (no HTTP, no validation: this measures the analysis, not
+//! ingestion; the store still maintains the fuse's per-user aggregates as it does at
+//! ingest), and times full evaluations (aggregate read, classification, statistics,
+//! decision, snapshot). For comparison it also times the from-scratch aggregation over
+//! the raw events that backtests use.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -83,6 +86,37 @@ pub async fn run(args: BenchFuseArgs) -> anyhow::Result<()> {
 
     let now = store::now_ms();
     let t0 = now - 20 * DAY;
+    let settings = FuseSettings {
+        strategy_id: strategy.id.clone(),
+        ..FuseSettings::default()
+    };
+    let mut rollout = RolloutState::start(&settings.stats, t0, None)?;
+    rollout.exposure_pct = 50.0;
+    let record = FuseRecord {
+        project: "default".into(),
+        feature: feature.clone(),
+        environment: "development".into(),
+        strategy_id: strategy.id.clone().unwrap_or_default(),
+        config: serde_json::to_value(&settings)?,
+        state: serde_json::to_value(&rollout)?,
+        status: "ramping".into(),
+        locked: false,
+        paused: false,
+        min_p: serde_json::json!({}),
+        rollout_history: serde_json::json!([[t0, 50.0]]),
+        last_decision: None,
+        last_evaluated_at: None,
+        version: 0,
+        created_at: t0,
+        updated_at: t0,
+    };
+    store.put_fuse(&record, None, &actor).await?;
+    // Aggregates are built at the first live look (empty here) and kept current by
+    // ingest from then on, as in production.
+    let names = crate::domain::fuse::outcomes::OutcomeNames::default();
+    store
+        .live_cohort_rows("development", &feature, &names)
+        .await?;
     let started = Instant::now();
     let mut batch = Vec::with_capacity(20_000);
     let mut written = 0usize;
@@ -131,31 +165,6 @@ pub async fn run(args: BenchFuseArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    let settings = FuseSettings {
-        strategy_id: strategy.id.clone(),
-        ..FuseSettings::default()
-    };
-    let mut rollout = RolloutState::start(&settings.stats, t0, None)?;
-    rollout.exposure_pct = 50.0;
-    let record = FuseRecord {
-        project: "default".into(),
-        feature: feature.clone(),
-        environment: "development".into(),
-        strategy_id: strategy.id.clone().unwrap_or_default(),
-        config: serde_json::to_value(&settings)?,
-        state: serde_json::to_value(&rollout)?,
-        status: "ramping".into(),
-        locked: false,
-        paused: false,
-        min_p: serde_json::json!({}),
-        rollout_history: serde_json::json!([[t0, 50.0]]),
-        last_decision: None,
-        last_evaluated_at: None,
-        version: 0,
-        created_at: t0,
-        updated_at: t0,
-    };
-    store.put_fuse(&record, None, &actor).await?;
     let snapshots = SnapshotCache::new(store.clone()).await?;
     let scheduler = Scheduler::new(Arc::clone(&store), snapshots);
     let mut times = Vec::new();
@@ -173,6 +182,24 @@ pub async fn run(args: BenchFuseArgs) -> anyhow::Result<()> {
             look.decision.kind
         );
     }
+    let started = Instant::now();
+    let live = store
+        .live_cohort_rows("development", &feature, &names)
+        .await?;
+    println!(
+        "of which reading the {} users' aggregates: {:.3} s",
+        live.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    let scanned = store
+        .cohort_rows("development", &feature, now, &names)
+        .await?;
+    println!(
+        "for comparison, aggregating the {} users from the raw events (backtest path): {:.3} s",
+        scanned.len(),
+        started.elapsed().as_secs_f64()
+    );
     times.sort_by(f64::total_cmp);
     println!(
         "{} users, {} events on {}: median scheduler evaluation {:.3} s",

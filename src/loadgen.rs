@@ -46,6 +46,10 @@ pub struct LoadgenArgs {
     /// PID of the server, for RSS (with --url).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// How many of the four features get an armed fuse, whose per-user outcome
+    /// aggregates ingest then keeps current (0 measures plain storage).
+    #[arg(long, default_value_t = 1)]
+    pub fuses: usize,
 }
 
 const FEATURES: [&str; 4] = [
@@ -102,6 +106,27 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
             anyhow::bail!("creating feature {f} answered {status}");
         }
     }
+    for f in FEATURES.iter().take(args.fuses) {
+        let fuse =
+            format!("/api/admin/projects/default/features/{f}/environments/development/fuse");
+        let (status, _) =
+            request(&target.host_port, "PUT", &fuse, &target.admin_token, "{}").await?;
+        if status != 200 && status != 201 {
+            anyhow::bail!("arming a fuse on {f} answered {status}");
+        }
+        // The first look builds the aggregates; from then on ingest maintains them.
+        let (status, _) = request(
+            &target.host_port,
+            "POST",
+            &format!("{fuse}/evaluate"),
+            &target.admin_token,
+            "{}",
+        )
+        .await?;
+        if status != 200 {
+            anyhow::bail!("evaluating the fuse on {f} answered {status}");
+        }
+    }
     let backend = match &args.database_url {
         Some(u) if u.starts_with("postgres") => "postgresql",
         Some(_) => "sqlite",
@@ -109,7 +134,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         None => "sqlite",
     };
     println!(
-        "fusebox loadgen: {} connections x {}-event batches for {} s against {} ({})",
+        "fusebox loadgen: {} connections x {}-event batches for {} s against {} ({}), {} fused feature(s)",
         args.connections,
         args.batch,
         args.seconds,
@@ -118,7 +143,8 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
             format!("started, {backend}")
         } else {
             "external".into()
-        }
+        },
+        args.fuses.min(FEATURES.len())
     );
 
     let warmup = Duration::from_secs(1);
