@@ -335,6 +335,29 @@ pub struct CohortRow {
     pub feedback: Option<f64>,
 }
 
+impl CohortRow {
+    /// An exposure row's assignment plus its outcome aggregates, as every reader builds it.
+    pub(crate) fn new(
+        user_id: String,
+        enabled: bool,
+        t0: i64,
+        crossovers: i64,
+        outcomes: &crate::domain::fuse::outcomes::UserOutcomes,
+    ) -> CohortRow {
+        CohortRow {
+            user_id,
+            enabled,
+            t0,
+            crossovers,
+            active_days: outcomes.active_days,
+            first_activation: outcomes.first_activation,
+            first_error: outcomes.first_error,
+            adopted: outcomes.adopted,
+            feedback: outcomes.feedback(),
+        }
+    }
+}
+
 /// The persistence interface, one method per use case.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

@@ -7,6 +7,7 @@ use super::sql::*;
 use super::*;
 use super::{CohortRow, FuseChange, FuseRecord, FuseSnapshot};
 use crate::domain::admin::FeatureEnvironment;
+use crate::domain::fuse::outcomes::UserOutcomes;
 use crate::domain::model::{ClientFeature, Segment};
 
 /// A store on a PostgreSQL database.
@@ -152,31 +153,23 @@ fn parse_copy_binary(data: &[u8]) -> Result<Vec<CohortRow>, String> {
         let enabled = r.field()?.ok_or("null enabled")? == [1];
         let t0 = r.int8()?.ok_or("null t0")?;
         let crossovers = r.int8()?.ok_or("null crossovers")?;
-        let active_days = r.int8()?.ok_or("null active_days")? as u64;
-        let first_activation = r.int8()?;
-        let first_error = r.int8()?;
-        let adopted = r.field()?.ok_or("null adopted")? == [1];
-        let feedback_sum = r
-            .field()?
-            .map(|b| {
-                b.try_into()
-                    .map(f64::from_be_bytes)
-                    .map_err(|_| "bad float8".to_string())
-            })
-            .transpose()?
-            .unwrap_or(0.0);
-        let feedback_count = r.int8()?.ok_or("null feedback_count")?;
-        rows.push(CohortRow {
-            user_id,
-            enabled,
-            t0,
-            crossovers,
-            active_days,
-            first_activation,
-            first_error,
-            adopted,
-            feedback: (feedback_count > 0).then(|| feedback_sum / feedback_count as f64),
-        });
+        let outcomes = UserOutcomes {
+            active_days: r.int8()?.ok_or("null active_days")? as u64,
+            first_activation: r.int8()?,
+            first_error: r.int8()?,
+            adopted: r.field()?.ok_or("null adopted")? == [1],
+            feedback_sum: r
+                .field()?
+                .map(|b| {
+                    b.try_into()
+                        .map(f64::from_be_bytes)
+                        .map_err(|_| "bad float8".to_string())
+                })
+                .transpose()?
+                .unwrap_or(0.0),
+            feedback_count: r.int8()?.ok_or("null feedback_count")?,
+        };
+        rows.push(CohortRow::new(user_id, enabled, t0, crossovers, &outcomes));
     }
     Ok(rows)
 }

@@ -348,24 +348,23 @@ pub(super) fn outcome_sql(
     // up by primary key and each user's events by index (LATERAL): with missing or
     // stale statistics its planner otherwise scans the whole feature or event table.
     // LIMIT/OFFSET keep it from flattening the subqueries back into a hash join.
-    let (exposures, events, user_filter) = match (by_users, backend) {
-        (false, _) => (
-            "exposures x".to_string(),
-            "events e on e.environment = x.environment and e.user_id = x.user_id and e.ts >= x.t0 and e.ts <= $3".to_string(),
-            String::new(),
-        ),
-        (true, super::Backend::Sqlite) => (
-            "exposures x".to_string(),
-            "events e on e.environment = x.environment and e.user_id = x.user_id and e.ts >= x.t0 and e.ts <= $3".to_string(),
-            format!(" and x.user_id in (select value from json_each(${users}))"),
-        ),
+    let plain = (
+        "exposures x".to_string(),
+        "events e on e.environment = x.environment and e.user_id = x.user_id and e.ts >= x.t0 and e.ts <= $3".to_string(),
+    );
+    let ((exposures, events), user_filter) = match (by_users, backend) {
+        (false, _) => (plain, String::new()),
+        (true, super::Backend::Sqlite) => (plain, format!(" and x.user_id in (select value from json_each(${users}))")),
         (true, super::Backend::Postgres) => (
-            format!(
-                "jsonb_array_elements_text(cast(${users} as jsonb)) as u(uid) cross join lateral \
-                 (select * from exposures where environment = $1 and feature = $2 and user_id = u.uid limit 1) x"
+            (
+                format!(
+                    "jsonb_array_elements_text(cast(${users} as jsonb)) as u(uid) cross join lateral \
+                     (select * from exposures where environment = $1 and feature = $2 and user_id = u.uid limit 1) x"
+                ),
+                "lateral (select kind, name, feature, score, ts from events where environment = x.environment \
+                 and user_id = x.user_id and ts >= x.t0 and ts <= $3 offset 0) e on true"
+                    .to_string(),
             ),
-            "lateral (select kind, name, feature, score, ts from events where environment = x.environment \
-             and user_id = x.user_id and ts >= x.t0 and ts <= $3 offset 0) e on true".to_string(),
             String::new(),
         ),
     };
@@ -468,17 +467,13 @@ impl OutcomeRow {
     }
 
     pub(super) fn into_cohort(self) -> super::CohortRow {
-        super::CohortRow {
-            feedback: self.outcomes.feedback(),
-            user_id: self.user_id,
-            enabled: self.enabled,
-            t0: self.t0,
-            crossovers: self.crossovers,
-            active_days: self.outcomes.active_days,
-            first_activation: self.outcomes.first_activation,
-            first_error: self.outcomes.first_error,
-            adopted: self.outcomes.adopted,
-        }
+        super::CohortRow::new(
+            self.user_id,
+            self.enabled,
+            self.t0,
+            self.crossovers,
+            &self.outcomes,
+        )
     }
 }
 
@@ -1849,14 +1844,11 @@ macro_rules! impl_store {
                 if !fused.is_empty() {
                     Self::lock_outcomes(&mut tx).await?;
                     for (environment, feature, _) in &fused {
-                        let users: Vec<&str> = exposures
-                            .iter()
-                            .filter(|x| &x.environment == environment && &x.feature == feature)
-                            .map(|x| {
-                                new_t0.insert((environment.clone(), feature.clone(), x.user_id.clone()), x.t0);
-                                x.user_id.as_str()
-                            })
-                            .collect();
+                        let mut users = Vec::new();
+                        for x in exposures.iter().filter(|x| &x.environment == environment && &x.feature == feature) {
+                            new_t0.insert((environment.clone(), feature.clone(), x.user_id.clone()), x.t0);
+                            users.push(x.user_id.as_str());
+                        }
                         for chunk in users.chunks(EVENT_CHUNK) {
                             let q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(exposures_of_users_sql("user_id, t0", $backend)))
                                 .bind(environment)

@@ -98,6 +98,7 @@ mod raw {
 
     use super::super::sql::OUTCOME_COLUMNS;
     use super::CohortRow;
+    use crate::domain::fuse::outcomes::UserOutcomes;
 
     /// Finalizes the statement when dropped.
     struct Statement(*mut ffi::sqlite3_stmt);
@@ -175,19 +176,21 @@ mod raw {
             } else {
                 String::from_utf8_lossy(std::slice::from_raw_parts(text, len)).into_owned()
             };
-            let feedback_count = int(s, 9).unwrap_or(0);
-            let feedback_sum = ffi::sqlite3_column_double(s, 8);
-            rows.push(CohortRow {
-                user_id,
-                enabled: int(s, 1).unwrap_or(0) != 0,
-                t0: int(s, 2).unwrap_or(0),
-                crossovers: int(s, 3).unwrap_or(0),
+            let outcomes = UserOutcomes {
                 active_days: int(s, 4).unwrap_or(0) as u64,
                 first_activation: int(s, 5),
                 first_error: int(s, 6),
                 adopted: int(s, 7).unwrap_or(0) != 0,
-                feedback: (feedback_count > 0).then(|| feedback_sum / feedback_count as f64),
-            });
+                feedback_sum: ffi::sqlite3_column_double(s, 8),
+                feedback_count: int(s, 9).unwrap_or(0),
+            };
+            rows.push(CohortRow::new(
+                user_id,
+                int(s, 1).unwrap_or(0) != 0,
+                int(s, 2).unwrap_or(0),
+                int(s, 3).unwrap_or(0),
+                &outcomes,
+            ));
         }
         Ok(rows)
     }
