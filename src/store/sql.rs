@@ -1798,37 +1798,13 @@ macro_rules! impl_store {
 
             async fn ingest(&self, events: &[NewEvent], quarantine: &[NewQuarantine]) -> StoreResult<std::collections::HashSet<String>> {
                 let mut tx = self.begin_write().await?;
-                let mut inserted = std::collections::HashSet::with_capacity(events.len());
-                for chunk in events.chunks(EVENT_CHUNK) {
-                    let sql = multi_row_sql(
-                        "insert into events (id, environment, kind, user_id, feature, name, enabled, variant, score, \
-                         session_id, properties, ts, received_at) values ",
-                        13,
-                        chunk.len(),
-                        " on conflict (id) do nothing returning id",
-                        $backend,
-                    );
-                    let mut q = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql));
-                    for e in chunk {
-                        q = q
-                            .bind(&e.id)
-                            .bind(&e.environment)
-                            .bind(e.kind)
-                            .bind(&e.user_id)
-                            .bind(&e.feature)
-                            .bind(&e.name)
-                            .bind(e.enabled)
-                            .bind(&e.variant)
-                            .bind(e.score)
-                            .bind(&e.session_id)
-                            .bind(&e.properties)
-                            .bind(e.ts)
-                            .bind(e.received_at);
-                    }
-                    for (id,) in q.fetch_all(&mut *tx).await? {
-                        inserted.insert(id);
-                    }
-                }
+                let fresh = Self::insert_events_impl(&mut tx, events).await?;
+                let inserted: std::collections::HashSet<String> = events
+                    .iter()
+                    .zip(&fresh)
+                    .filter(|(_, fresh)| **fresh)
+                    .map(|(e, _)| e.id.clone())
+                    .collect();
                 let exposures = fold_exposures(events.iter().filter(|e| e.kind == "exposure" && inserted.contains(&e.id)));
                 // Outcome aggregates of fused features (see outcome maintenance above).
                 let stored: Vec<&NewEvent> = events.iter().filter(|e| inserted.contains(&e.id)).collect();

@@ -331,7 +331,57 @@ async fn a_user_can_be_exported_and_erased_and_old_events_purged(app: TestApp) {
     assert_eq!(app.state.store.count_events().await.unwrap(), 0);
 }
 
+/// The store's bulk insert (C API on SQLite, column arrays on PostgreSQL) reports each
+/// event as new or already stored, an id repeated within one call included, and
+/// stores every column as given.
+async fn the_store_reports_which_events_were_new(app: TestApp) {
+    let event = |id: &str, user: &str| fusebox::store::NewEvent {
+        id: id.into(),
+        environment: "development".into(),
+        kind: "feedback",
+        user_id: user.into(),
+        feature: Some("f".into()),
+        name: None,
+        enabled: None,
+        variant: None,
+        score: Some(0.25),
+        session_id: Some("s".into()),
+        properties: Some(r#"{"plan":"pro"}"#.into()),
+        ts: 1_700_000_000_123,
+        received_at: 1_700_000_000_456,
+    };
+    let a = "00000000-0000-4000-8000-00000000000a";
+    let b = "00000000-0000-4000-8000-00000000000b";
+    let c = "00000000-0000-4000-8000-00000000000c";
+    let store = &app.state.store;
+    let first = store
+        .ingest(&[event(a, "u1"), event(a, "u2"), event(b, "u1")], &[])
+        .await
+        .unwrap();
+    assert_eq!(first, [a, b].iter().map(|s| s.to_string()).collect());
+    let second = store
+        .ingest(&[event(b, "u1"), event(c, "u1")], &[])
+        .await
+        .unwrap();
+    assert_eq!(second, [c.to_string()].into_iter().collect());
+    assert_eq!(store.count_events().await.unwrap(), 3);
+    let export = json_with_status(app.get("/api/admin/users/u1/events").await, 200).await;
+    let events = export["events"].as_array().unwrap();
+    assert_eq!(events.len(), 3, "{export}");
+    let stored = events.iter().find(|e| e["id"] == c).unwrap();
+    assert_eq!(stored["score"], 0.25, "{stored}");
+    assert_eq!(stored["feature"], "f", "{stored}");
+    assert_eq!(stored["sessionId"], "s", "{stored}");
+    assert_eq!(stored["receivedAt"], 1_700_000_000_456_i64, "{stored}");
+    assert_eq!(stored["properties"]["plan"], "pro", "{stored}");
+    assert_eq!(stored["timestamp"], 1_700_000_000_123_i64, "{stored}");
+    // u2's copy of `a` was the duplicate: nothing of u2 was stored.
+    let u2 = json_with_status(app.get("/api/admin/users/u2/events").await, 200).await;
+    assert_eq!(u2["events"].as_array().unwrap().len(), 0, "{u2}");
+}
+
 crate::both_backends!(
+    the_store_reports_which_events_were_new,
     a_batch_is_accepted_except_its_invalid_events_which_are_quarantined,
     redelivered_events_are_counted_as_duplicates,
     gzip_bodies_are_accepted_and_garbage_is_quarantined_whole,
