@@ -50,6 +50,19 @@ pub struct LoadgenArgs {
     /// aggregates ingest then keeps current (0 measures plain storage).
     #[arg(long, default_value_t = 1)]
     pub fuses: usize,
+    /// How events carry ids: `time-ordered` (UUIDv7, as PostHog's and other current
+    /// SDKs generate them), `random` (UUIDv4) or `none` (the server derives them).
+    #[arg(long, value_enum, default_value_t = IdStyle::TimeOrdered)]
+    pub ids: IdStyle,
+}
+
+/// Event id layouts. Ids are the dedup key, so their order decides whether storing
+/// one appends to the id index or lands on a random page of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IdStyle {
+    TimeOrdered,
+    Random,
+    None,
 }
 
 const FEATURES: [&str; 4] = [
@@ -155,9 +168,9 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     for c in 0..args.connections {
         let host = target.host_port.clone();
         let token = target.token.clone();
-        let (batch, users) = (args.batch, args.users);
+        let shape = args.clone();
         tasks.push(tokio::spawn(async move {
-            connection(c as u64, host, token, batch, users, measure_from, end).await
+            connection(c as u64, host, token, shape, measure_from, end).await
         }));
     }
     let mut rss_peak_kb = 0;
@@ -352,33 +365,24 @@ async fn connection(
     index: u64,
     host: String,
     token: String,
-    batch: usize,
-    users: u64,
+    shape: LoadgenArgs,
     measure_from: Instant,
     end: Instant,
 ) -> anyhow::Result<Stats> {
     let mut stream = BufReader::new(TcpStream::connect(&host).await?);
     let mut stats = Stats::default();
-    let mut seq = 0u64;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (index + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
-    let mut body = String::with_capacity(batch * 220);
+    let mut body = String::with_capacity(shape.batch * 220);
     while Instant::now() < end {
         body.clear();
         let now = chrono::Utc::now().timestamp_millis();
         body.push('[');
-        for i in 0..batch {
+        for i in 0..shape.batch {
             if i > 0 {
                 body.push(',');
             }
-            seq += 1;
-            write_event(
-                &mut body,
-                index,
-                seq,
-                now,
-                rng.next() % users.max(1),
-                &mut rng,
-            );
+            let user = rng.next() % shape.users.max(1);
+            write_event(&mut body, shape.ids, now, user, &mut rng);
         }
         body.push(']');
         let sent = Instant::now();
@@ -415,36 +419,50 @@ async fn connection(
 }
 
 /// 10% exposures, 80% activity, 5% errors, 5% feedback, as a product emits them.
-fn write_event(out: &mut String, conn: u64, seq: u64, now: i64, user: u64, rng: &mut Rng) {
-    let id = format!(
-        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-        conn as u32,
-        (seq >> 48) & 0xffff,
-        (seq >> 36) & 0xfff,
-        (seq >> 24) & 0xfff,
-        seq & 0xffff_ffff_ffff
-    );
-    let feature = FEATURES[(user % FEATURES.len() as u64) as usize];
+fn write_event(out: &mut String, ids: IdStyle, now: i64, user: u64, rng: &mut Rng) {
+    // Events reach the server up to a minute after they happened (SDK buffers).
     let ts = now - (rng.next() % 60_000) as i64;
+    let id = match ids {
+        // UUIDv7, generated when the event happened: 48-bit milliseconds, version,
+        // 74 random bits.
+        IdStyle::TimeOrdered => format!(
+            r#""id":"{:08x}-{:04x}-7{:03x}-{:04x}-{:012x}","#,
+            (ts as u64 >> 16) as u32,
+            ts as u64 & 0xffff,
+            rng.next() & 0xfff,
+            0x8000 | (rng.next() & 0x3fff),
+            rng.next() & 0xffff_ffff_ffff
+        ),
+        IdStyle::Random => format!(
+            r#""id":"{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}","#,
+            rng.next() as u32,
+            rng.next() & 0xffff,
+            rng.next() & 0xfff,
+            0x8000 | (rng.next() & 0x3fff),
+            rng.next() & 0xffff_ffff_ffff
+        ),
+        IdStyle::None => String::new(),
+    };
+    let feature = FEATURES[(user % FEATURES.len() as u64) as usize];
     let roll = rng.next() % 100;
     let _ = match roll {
         0..=9 => write!(
             out,
-            r#"{{"id":"{id}","type":"exposure","user_id":"user-{user}","feature":"{feature}","enabled":{},"timestamp":{ts}}}"#,
+            r#"{{{id}"type":"exposure","user_id":"user-{user}","feature":"{feature}","enabled":{},"timestamp":{ts}}}"#,
             user.is_multiple_of(2)
         ),
         10..=89 => write!(
             out,
-            r#"{{"id":"{id}","type":"activity","user_id":"user-{user}","name":"{}","timestamp":{ts},"session_id":"s-{user}","properties":{{"page":"/home","plan":"pro"}}}}"#,
+            r#"{{{id}"type":"activity","user_id":"user-{user}","name":"{}","timestamp":{ts},"session_id":"s-{user}","properties":{{"page":"/home","plan":"pro"}}}}"#,
             ["session_start", "page_view", "checkout_completed", "search"][(roll % 4) as usize]
         ),
         90..=94 => write!(
             out,
-            r#"{{"id":"{id}","type":"error","user_id":"user-{user}","name":"timeout","feature":"{feature}","timestamp":{ts}}}"#
+            r#"{{{id}"type":"error","user_id":"user-{user}","name":"timeout","feature":"{feature}","timestamp":{ts}}}"#
         ),
         _ => write!(
             out,
-            r#"{{"id":"{id}","type":"feedback","user_id":"user-{user}","feature":"{feature}","score":0.{},"timestamp":{ts}}}"#,
+            r#"{{{id}"type":"feedback","user_id":"user-{user}","feature":"{feature}","score":0.{},"timestamp":{ts}}}"#,
             rng.next() % 10
         ),
     };
