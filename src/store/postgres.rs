@@ -105,6 +105,70 @@ impl PgStore {
 }
 
 impl PgStore {
+    /// Merges a group's folded exposures into the stored rows: one statement over
+    /// column arrays, as for events.
+    async fn upsert_exposures_impl(
+        conn: &mut sqlx::PgConnection,
+        exposures: &[Exposure],
+    ) -> StoreResult<()> {
+        let text = |f: fn(&Exposure) -> &str| exposures.iter().map(f).collect::<Vec<_>>();
+        let int = |f: fn(&Exposure) -> i64| exposures.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "insert into exposures ({EXPOSURE_UPSERT_COLUMNS}) \
+             select * from unnest(cast($1 as text[]), cast($2 as text[]), cast($3 as text[]), \
+             cast($4 as boolean[]), cast($5 as text[]), cast($6 as bigint[]), cast($7 as bigint[]), \
+             cast($8 as bigint[]), cast($9 as bigint[])){EXPOSURE_UPSERT_CONFLICT}"
+        )))
+        .bind(text(|x| &x.environment))
+        .bind(text(|x| &x.feature))
+        .bind(text(|x| &x.user_id))
+        .bind(exposures.iter().map(|x| x.enabled).collect::<Vec<_>>())
+        .bind(exposures.iter().map(|x| x.variant.as_deref()).collect::<Vec<_>>())
+        .bind(int(|x| x.t0))
+        .bind(int(|x| x.last_seen))
+        .bind(int(|x| x.exposure_count))
+        .bind(int(|x| x.crossovers))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Writes outcome aggregates onto existing exposure rows: one statement over
+    /// column arrays.
+    async fn write_outcomes_impl(
+        conn: &mut sqlx::PgConnection,
+        environment: &str,
+        feature: &str,
+        rows: &[OutcomeRow],
+    ) -> StoreResult<()> {
+        let int = |f: fn(&OutcomeRow) -> i64| rows.iter().map(f).collect::<Vec<_>>();
+        let opt = |f: fn(&OutcomeRow) -> Option<i64>| rows.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "insert into exposures ({OUTCOME_WRITE_COLUMNS}) \
+             select $1, $2, * from unnest(cast($3 as text[]), cast($4 as boolean[]), cast($5 as bigint[]), \
+             cast($6 as bigint[]), cast($7 as bigint[]), cast($8 as bigint[]), cast($9 as bigint[]), \
+             cast($10 as bigint[]), cast($11 as bigint[]), cast($12 as boolean[]), \
+             cast($13 as double precision[]), cast($14 as bigint[])){OUTCOME_WRITE_CONFLICT}"
+        )))
+        .bind(environment)
+        .bind(feature)
+        .bind(rows.iter().map(|r| r.user_id.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.enabled).collect::<Vec<_>>())
+        .bind(int(|r| r.t0))
+        .bind(int(|r| r.last_seen))
+        .bind(int(|r| r.exposure_count))
+        .bind(int(|r| r.crossovers))
+        .bind(int(|r| r.outcomes.active_days as i64))
+        .bind(opt(|r| r.outcomes.first_activation))
+        .bind(opt(|r| r.outcomes.first_error))
+        .bind(rows.iter().map(|r| r.outcomes.adopted).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.outcomes.feedback_sum).collect::<Vec<_>>())
+        .bind(int(|r| r.outcomes.feedback_count))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
     /// A fused feature's per-user aggregates as binary COPY: decoding a million rows
     /// through the row protocol costs more than the scheduler's whole time budget,
     /// COPY's flat tuples a fraction of it. COPY takes no bind parameters, so the two

@@ -321,6 +321,34 @@ pub(super) fn multi_row_sql(
     sql
 }
 
+/// Columns of an exposure upsert, in bind order (one [`Exposure`] per row).
+pub(super) const EXPOSURE_UPSERT_COLUMNS: &str =
+    "environment, feature, user_id, enabled, variant, t0, last_seen, exposure_count, crossovers";
+
+/// How a group's folded exposure merges into a stored one: the earliest exposure keeps
+/// the cohort and t0; a differing assignment counts as a crossover.
+pub(super) const EXPOSURE_UPSERT_CONFLICT: &str = " on conflict (environment, feature, user_id) do update set \
+     crossovers = exposures.crossovers + excluded.crossovers + \
+       (case when exposures.enabled = excluded.enabled and \
+         coalesce(exposures.variant, '') = coalesce(excluded.variant, '') then 0 else 1 end), \
+     exposure_count = exposures.exposure_count + excluded.exposure_count, \
+     enabled = case when excluded.t0 < exposures.t0 then excluded.enabled else exposures.enabled end, \
+     variant = case when excluded.t0 < exposures.t0 then excluded.variant else exposures.variant end, \
+     t0 = case when excluded.t0 < exposures.t0 then excluded.t0 else exposures.t0 end, \
+     last_seen = case when excluded.last_seen > exposures.last_seen then excluded.last_seen else exposures.last_seen end";
+
+/// Columns of an outcome write-back, in bind order (environment, feature, then one
+/// [`OutcomeRow`] per row). The row always exists; the insert form is only the
+/// fastest way to update many rows by key in one statement.
+pub(super) const OUTCOME_WRITE_COLUMNS: &str = "environment, feature, user_id, enabled, t0, last_seen, \
+     exposure_count, crossovers, active_days, first_activation, first_error, adopted, feedback_sum, feedback_count";
+
+/// The outcome columns an outcome write-back replaces.
+pub(super) const OUTCOME_WRITE_CONFLICT: &str = " on conflict (environment, feature, user_id) do update set \
+     active_days = excluded.active_days, first_activation = excluded.first_activation, \
+     first_error = excluded.first_error, adopted = excluded.adopted, feedback_sum = excluded.feedback_sum, \
+     feedback_count = excluded.feedback_count";
+
 /// Per-user outcomes of one feature's exposed users, computed from the stored events
 /// with timestamps at or before `$3`: the from-scratch twin of
 /// [`crate::domain::fuse::outcomes::UserOutcomes::apply`], used by backtests and to
@@ -959,38 +987,10 @@ macro_rules! impl_store {
 
             /// Writes outcome aggregates back onto existing exposure rows.
             async fn write_outcomes(conn: &mut Conn, environment: &str, feature: &str, rows: &[OutcomeRow]) -> StoreResult<()> {
-                for chunk in rows.chunks(EVENT_CHUNK) {
-                    let sql = multi_row_sql(
-                        "insert into exposures (environment, feature, user_id, enabled, t0, last_seen, exposure_count, \
-                         crossovers, active_days, first_activation, first_error, adopted, feedback_sum, feedback_count) values ",
-                        14,
-                        chunk.len(),
-                        " on conflict (environment, feature, user_id) do update set active_days = excluded.active_days, \
-                         first_activation = excluded.first_activation, first_error = excluded.first_error, \
-                         adopted = excluded.adopted, feedback_sum = excluded.feedback_sum, feedback_count = excluded.feedback_count",
-                        $backend,
-                    );
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for r in chunk {
-                        q = q
-                            .bind(environment)
-                            .bind(feature)
-                            .bind(&r.user_id)
-                            .bind(r.enabled)
-                            .bind(r.t0)
-                            .bind(r.last_seen)
-                            .bind(r.exposure_count)
-                            .bind(r.crossovers)
-                            .bind(r.outcomes.active_days as i64)
-                            .bind(r.outcomes.first_activation)
-                            .bind(r.outcomes.first_error)
-                            .bind(r.outcomes.adopted)
-                            .bind(r.outcomes.feedback_sum)
-                            .bind(r.outcomes.feedback_count);
-                    }
-                    q.execute(&mut *conn).await?;
+                if rows.is_empty() {
+                    return Ok(());
                 }
-                Ok(())
+                Self::write_outcomes_impl(conn, environment, feature, rows).await
             }
 
             /// Computes outcomes from the stored events (at or before `as_of`); all
@@ -1836,37 +1836,8 @@ macro_rules! impl_store {
                         }
                     }
                 }
-                for chunk in exposures.chunks(EVENT_CHUNK) {
-                    let sql = multi_row_sql(
-                        "insert into exposures (environment, feature, user_id, enabled, variant, t0, last_seen, \
-                         exposure_count, crossovers) values ",
-                        9,
-                        chunk.len(),
-                        " on conflict (environment, feature, user_id) do update set \
-                         crossovers = exposures.crossovers + excluded.crossovers + \
-                           (case when exposures.enabled = excluded.enabled and \
-                             coalesce(exposures.variant, '') = coalesce(excluded.variant, '') then 0 else 1 end), \
-                         exposure_count = exposures.exposure_count + excluded.exposure_count, \
-                         enabled = case when excluded.t0 < exposures.t0 then excluded.enabled else exposures.enabled end, \
-                         variant = case when excluded.t0 < exposures.t0 then excluded.variant else exposures.variant end, \
-                         t0 = case when excluded.t0 < exposures.t0 then excluded.t0 else exposures.t0 end, \
-                         last_seen = case when excluded.last_seen > exposures.last_seen then excluded.last_seen else exposures.last_seen end",
-                        $backend,
-                    );
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for x in chunk {
-                        q = q
-                            .bind(&x.environment)
-                            .bind(&x.feature)
-                            .bind(&x.user_id)
-                            .bind(x.enabled)
-                            .bind(&x.variant)
-                            .bind(x.t0)
-                            .bind(x.last_seen)
-                            .bind(x.exposure_count)
-                            .bind(x.crossovers);
-                    }
-                    q.execute(&mut *tx).await?;
+                if !exposures.is_empty() {
+                    Self::upsert_exposures_impl(&mut tx, &exposures).await?;
                 }
                 if !fused.is_empty() {
                     Self::maintain_outcomes(&mut tx, &stored, &fused, &old_t0, &new_t0).await?;

@@ -133,6 +133,76 @@ impl SqliteStore {
         blocking(insert).map_err(|e| StoreError::Other(anyhow::anyhow!("inserting events: {e}")))
     }
 
+    /// Merges a group's folded exposures into the stored rows (multi-row statements;
+    /// SQLite has no array parameters).
+    async fn upsert_exposures_impl(
+        conn: &mut sqlx::SqliteConnection,
+        exposures: &[Exposure],
+    ) -> StoreResult<()> {
+        for chunk in exposures.chunks(EVENT_CHUNK) {
+            let sql = multi_row_sql(
+                &format!("insert into exposures ({EXPOSURE_UPSERT_COLUMNS}) values "),
+                9,
+                chunk.len(),
+                EXPOSURE_UPSERT_CONFLICT,
+                Backend::Sqlite,
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for x in chunk {
+                q = q
+                    .bind(&x.environment)
+                    .bind(&x.feature)
+                    .bind(&x.user_id)
+                    .bind(x.enabled)
+                    .bind(&x.variant)
+                    .bind(x.t0)
+                    .bind(x.last_seen)
+                    .bind(x.exposure_count)
+                    .bind(x.crossovers);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes outcome aggregates onto existing exposure rows (multi-row statements).
+    async fn write_outcomes_impl(
+        conn: &mut sqlx::SqliteConnection,
+        environment: &str,
+        feature: &str,
+        rows: &[OutcomeRow],
+    ) -> StoreResult<()> {
+        for chunk in rows.chunks(EVENT_CHUNK) {
+            let sql = multi_row_sql(
+                &format!("insert into exposures ({OUTCOME_WRITE_COLUMNS}) values "),
+                14,
+                chunk.len(),
+                OUTCOME_WRITE_CONFLICT,
+                Backend::Sqlite,
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(environment)
+                    .bind(feature)
+                    .bind(&r.user_id)
+                    .bind(r.enabled)
+                    .bind(r.t0)
+                    .bind(r.last_seen)
+                    .bind(r.exposure_count)
+                    .bind(r.crossovers)
+                    .bind(r.outcomes.active_days as i64)
+                    .bind(r.outcomes.first_activation)
+                    .bind(r.outcomes.first_error)
+                    .bind(r.outcomes.adopted)
+                    .bind(r.outcomes.feedback_sum)
+                    .bind(r.outcomes.feedback_count);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
     /// A fused feature's per-user aggregates, read with SQLite's C API on a connection
     /// locked out of sqlx's worker thread. sqlx copies every value into its own
     /// allocation and hands rows across threads, about 6 µs per row here: 6 s for the
