@@ -37,6 +37,11 @@ impl PgStore {
         })
     }
 
+    /// Write transactions share the pool: PostgreSQL runs them concurrently.
+    fn write_pool(&self) -> &Pool<Postgres> {
+        &self.pool
+    }
+
     /// Holds a session-level advisory lock on a dedicated connection: when this
     /// process dies its session ends, the lock is released, and another replica's
     /// next attempt takes over.

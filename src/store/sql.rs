@@ -955,9 +955,9 @@ macro_rules! impl_store {
             /// front, so concurrent writers wait their turn instead of failing.
             async fn begin_write(&self) -> Result<sqlx::Transaction<'static, $db>, sqlx::Error> {
                 if matches!($backend, Backend::Sqlite) {
-                    self.pool.begin_with("BEGIN IMMEDIATE").await
+                    self.write_pool().begin_with("BEGIN IMMEDIATE").await
                 } else {
-                    self.pool.begin().await
+                    self.write_pool().begin().await
                 }
             }
 

@@ -17,6 +17,11 @@ use crate::domain::model::{ClientFeature, Segment};
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: Pool<Sqlite>,
+    /// One connection for write transactions. SQLite serialises writers anyway, and
+    /// a connection's page cache is discarded whenever another connection has written:
+    /// with writes spread over the pool, nearly every ingest group started cold and
+    /// read its b-tree pages back through the kernel.
+    writer: Pool<Sqlite>,
     _checkpointer: Arc<Checkpointer>,
 }
 
@@ -92,16 +97,25 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
         use sqlx::ConnectOptions as _;
         let checkpointer = Checkpointer::start(options.connect().await?);
         Ok(SqliteStore {
             pool,
+            writer,
             _checkpointer: Arc::new(checkpointer),
         })
     }
 }
 
 impl SqliteStore {
+    fn write_pool(&self) -> &Pool<Sqlite> {
+        &self.writer
+    }
+
     /// One process owns a SQLite file, so it always leads.
     async fn try_lead_impl(&self) -> StoreResult<bool> {
         Ok(true)
