@@ -187,33 +187,36 @@ async fn run_writer(store: Arc<dyn Store>, rx: Receiver) {
 }
 
 /// Writes a group in one transaction and answers every job in it.
-async fn write_group(store: &dyn Store, group: Vec<Job>) {
+async fn write_group(store: &dyn Store, mut group: Vec<Job>) {
     // An id repeated within the group is stored once: its later copies are duplicates.
-    let mut seen = HashSet::new();
+    let first_copy: Vec<Vec<bool>> = {
+        let mut seen = HashSet::new();
+        group
+            .iter()
+            .map(|job| {
+                job.events
+                    .iter()
+                    .map(|e| seen.insert(e.id.as_str()))
+                    .collect()
+            })
+            .collect()
+    };
     let mut events = Vec::new();
     let mut quarantine = Vec::new();
-    let mut first_copy: Vec<Vec<bool>> = Vec::with_capacity(group.len());
-    for job in &group {
-        let mut flags = Vec::with_capacity(job.events.len());
-        for e in &job.events {
-            let fresh = seen.insert(e.id.clone());
-            if fresh {
-                events.push(e.clone());
-            }
-            flags.push(fresh);
-        }
-        first_copy.push(flags);
-        quarantine.extend(job.quarantine.iter().cloned());
+    for (job, flags) in group.iter_mut().zip(&first_copy) {
+        let taken = std::mem::take(&mut job.events).into_iter().zip(flags);
+        events.extend(taken.filter(|(_, first)| **first).map(|(e, _)| e));
+        quarantine.append(&mut job.quarantine);
     }
     let result = store.ingest(&events, &quarantine).await;
     match result {
-        Ok(inserted) => {
+        Ok(new) => {
+            // `new` follows `events`: one flag per first copy, in job order.
+            let mut new = new.into_iter();
             for (job, flags) in group.into_iter().zip(first_copy) {
-                let stored = job
-                    .events
-                    .iter()
-                    .zip(flags)
-                    .map(|(e, fresh)| fresh && inserted.contains(&e.id))
+                let stored = flags
+                    .into_iter()
+                    .map(|first| first && new.next().unwrap_or(false))
                     .collect();
                 let _ = job.reply.send(Ok(Outcome { stored }));
             }

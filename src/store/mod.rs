@@ -493,13 +493,14 @@ pub trait Store: Send + Sync + 'static {
     async fn all_tags(&self) -> StoreResult<Vec<(String, Tag)>>;
 
     /// Stores events (skipping ids already stored) and quarantine records in one
-    /// transaction, folding new exposures into the cohort table. Returns the ids that
-    /// were new.
+    /// transaction, folding new exposures into the cohort table. Returns, for each
+    /// event in order, whether it was new (`false`: its id was already stored, or
+    /// appeared earlier in `events`).
     async fn ingest(
         &self,
         events: &[NewEvent],
         quarantine: &[NewQuarantine],
-    ) -> StoreResult<std::collections::HashSet<String>>;
+    ) -> StoreResult<Vec<bool>>;
     async fn list_quarantine(
         &self,
         reason: Option<&str>,

@@ -283,8 +283,9 @@ impl AuditRow {
     }
 }
 
-/// Rows per multi-row INSERT: 13 columns x 500 stays far below SQLite's 32766 and
-/// PostgreSQL's 65535 bind parameters while amortising statement overhead.
+/// Rows per multi-row statement (and users per lookup): 14 columns x 500 stays far
+/// below SQLite's 32766 and PostgreSQL's 65535 bind parameters while amortising
+/// statement overhead.
 pub(super) const EVENT_CHUNK: usize = 500;
 
 /// `prefix ($1, ..., $k), ($k+1, ...) suffix` for `rows` rows of `columns` values.
@@ -1796,18 +1797,12 @@ macro_rules! impl_store {
                 Ok(rows.into_iter().map(|(f, tag_type, value)| (f, Tag { tag_type, value })).collect())
             }
 
-            async fn ingest(&self, events: &[NewEvent], quarantine: &[NewQuarantine]) -> StoreResult<std::collections::HashSet<String>> {
+            async fn ingest(&self, events: &[NewEvent], quarantine: &[NewQuarantine]) -> StoreResult<Vec<bool>> {
                 let mut tx = self.begin_write().await?;
                 let fresh = Self::insert_events_impl(&mut tx, events).await?;
-                let inserted: std::collections::HashSet<String> = events
-                    .iter()
-                    .zip(&fresh)
-                    .filter(|(_, fresh)| **fresh)
-                    .map(|(e, _)| e.id.clone())
-                    .collect();
-                let exposures = fold_exposures(events.iter().filter(|e| e.kind == "exposure" && inserted.contains(&e.id)));
+                let stored: Vec<&NewEvent> = events.iter().zip(&fresh).filter(|(_, new)| **new).map(|(e, _)| e).collect();
+                let exposures = fold_exposures(stored.iter().copied().filter(|e| e.kind == "exposure"));
                 // Outcome aggregates of fused features (see outcome maintenance above).
-                let stored: Vec<&NewEvent> = events.iter().filter(|e| inserted.contains(&e.id)).collect();
                 let environments: std::collections::BTreeSet<&str> = stored.iter().map(|e| e.environment.as_str()).collect();
                 let mut fused = Vec::new();
                 for environment in environments {
@@ -1843,7 +1838,7 @@ macro_rules! impl_store {
                     Self::maintain_outcomes(&mut tx, &stored, &fused, &old_t0, &new_t0).await?;
                 }
                 let mut latest: std::collections::HashMap<&str, i64> = Default::default();
-                for e in events.iter().filter(|e| inserted.contains(&e.id)) {
+                for e in &stored {
                     let t = latest.entry(e.environment.as_str()).or_insert(e.received_at);
                     *t = (*t).max(e.received_at);
                 }
@@ -1881,9 +1876,9 @@ macro_rules! impl_store {
                 }
                 // Hourly counts for the UI: (hour, env) -> accepted, duplicates, quarantined.
                 let mut hourly: std::collections::BTreeMap<(i64, &str), (i64, i64, i64)> = Default::default();
-                for e in events {
+                for (e, new) in events.iter().zip(&fresh) {
                     let c = hourly.entry((e.received_at - e.received_at.rem_euclid(3_600_000), e.environment.as_str())).or_default();
-                    if inserted.contains(&e.id) { c.0 += 1 } else { c.1 += 1 }
+                    if *new { c.0 += 1 } else { c.1 += 1 }
                 }
                 for r in quarantine {
                     let env = r.environment.as_deref().unwrap_or("");
@@ -1906,7 +1901,7 @@ macro_rules! impl_store {
                     .await?;
                 }
                 tx.commit().await?;
-                Ok(inserted)
+                Ok(fresh)
             }
 
             async fn list_quarantine(&self, reason: Option<&str>, limit: i64) -> StoreResult<Vec<QuarantineItem>> {
