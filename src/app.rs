@@ -51,7 +51,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let store = store::connect(&settings.database_url, settings.db_pool_size).await?;
+        let store = store::connect(
+            &settings.database_url,
+            settings.db_pool_size,
+            settings.sqlite_event_tail,
+        )
+        .await?;
         let generated_admin_token = bootstrap_tokens(store.as_ref(), &settings).await?;
         crate::web::auth::bootstrap_admin(
             store.as_ref(),

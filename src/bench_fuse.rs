@@ -46,7 +46,7 @@ pub async fn run(args: BenchFuseArgs) -> anyhow::Result<()> {
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", dir.join("bench.db").display()));
-    let store = store::connect(&url, None).await?;
+    let store = store::connect(&url, None, store::DEFAULT_SQLITE_EVENT_TAIL).await?;
     let actor = Actor::system();
     let feature = format!("bench.{}", uuid::Uuid::new_v4().simple());
     store
@@ -135,7 +135,7 @@ pub async fn run(args: BenchFuseArgs) -> anyhow::Result<()> {
                 )
             };
             batch.push(NewEvent {
-                id: format!("{u:016x}-{k:04x}"),
+                id: format!("{u:08x}-0000-4000-8000-{k:012x}"),
                 environment: "development".into(),
                 kind,
                 user_id: user.clone(),

@@ -90,6 +90,10 @@ pub struct SettingsArgs {
     /// Events that may wait for the writer before new batches get 503 [default: 100000].
     #[arg(long, env = "FUSEBOX_INGEST_QUEUE_EVENTS", global = true)]
     pub ingest_queue_events: Option<usize>,
+    /// SQLite: newest events indexed in memory (about 80 bytes each) before they are
+    /// moved into the on-disk indexes; more is faster ingest [default: 400000].
+    #[arg(long, env = "FUSEBOX_SQLITE_EVENT_TAIL", global = true)]
+    pub sqlite_event_tail: Option<usize>,
     /// Seconds between scheduler passes over the fuses [default: 60].
     #[arg(long, env = "FUSEBOX_SCHEDULER_INTERVAL", global = true)]
     pub scheduler_interval: Option<u64>,
@@ -140,6 +144,7 @@ struct FileSettings {
     event_retention_days: Option<i64>,
     pii_keys: Option<String>,
     ingest_queue_events: Option<usize>,
+    sqlite_event_tail: Option<usize>,
     scheduler_interval: Option<u64>,
     jwt_secret: Option<String>,
     admin_email: Option<String>,
@@ -190,6 +195,8 @@ pub struct Settings {
     pub pii_keys: Option<Vec<String>>,
     /// Bound of the ingest queue, in events.
     pub ingest_queue_events: usize,
+    /// SQLite: events held in the in-memory index before a move to disk starts.
+    pub sqlite_event_tail: usize,
     /// Seconds between scheduler passes; 0 disables the loop (tests drive it).
     pub scheduler_interval_secs: u64,
     /// Signs UI sessions; `None`: generated once and stored in the database.
@@ -219,6 +226,7 @@ impl Default for Settings {
             event_retention_days: 90,
             pii_keys: None,
             ingest_queue_events: 100_000,
+            sqlite_event_tail: crate::store::DEFAULT_SQLITE_EVENT_TAIL,
             scheduler_interval_secs: 60,
             jwt_secret: None,
             admin_email: None,
@@ -293,6 +301,11 @@ impl Settings {
                 .ingest_queue_events
                 .or(file.ingest_queue_events)
                 .unwrap_or(defaults.ingest_queue_events),
+            sqlite_event_tail: args
+                .sqlite_event_tail
+                .or(file.sqlite_event_tail)
+                .unwrap_or(defaults.sqlite_event_tail)
+                .max(1),
             scheduler_interval_secs: args
                 .scheduler_interval
                 .or(file.scheduler_interval)

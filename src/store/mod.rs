@@ -8,6 +8,7 @@
 mod postgres;
 mod sql;
 mod sqlite;
+mod tail;
 
 use std::sync::Arc;
 
@@ -188,6 +189,7 @@ pub struct HourlyMetrics {
 /// A validated event ready to store (see `domain::events`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
+    /// A hyphenated UUID, as validation normalises given and derived ids.
     pub id: String,
     pub environment: String,
     pub kind: &'static str,
@@ -624,15 +626,23 @@ pub trait Store: Send + Sync + 'static {
     async fn server_secret(&self, name: &str, candidate: &str) -> StoreResult<String>;
 }
 
-/// Opens the store named by a `DATABASE_URL` and runs its migrations.
-pub async fn connect(url: &str, pool_size: Option<u32>) -> anyhow::Result<Arc<dyn Store>> {
+/// Events the SQLite store indexes in memory before moving them to disk, by default.
+pub const DEFAULT_SQLITE_EVENT_TAIL: usize = tail::DEFAULT_MOVE_AT;
+
+/// Opens the store named by a `DATABASE_URL` and runs its migrations;
+/// `sqlite_event_tail` sizes SQLite's in-memory event index (see `tail.rs`).
+pub async fn connect(
+    url: &str,
+    pool_size: Option<u32>,
+    sqlite_event_tail: usize,
+) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(
             PgStore::connect(url, pool_size.unwrap_or(10)).await?,
         ))
     } else if url.starts_with("sqlite:") {
         Ok(Arc::new(
-            SqliteStore::connect(url, pool_size.unwrap_or(4)).await?,
+            SqliteStore::connect(url, pool_size.unwrap_or(4), sqlite_event_tail).await?,
         ))
     } else {
         anyhow::bail!("DATABASE_URL must start with sqlite: or postgres://, got `{url}`")

@@ -4,6 +4,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Pool, Postgres};
 
 use super::sql::*;
+use super::tail::{EventOverlay, Forget, Indexed};
 use super::*;
 use super::{CohortRow, FuseChange, FuseRecord, FuseSnapshot};
 use crate::domain::admin::FeatureEnvironment;
@@ -17,6 +18,28 @@ pub struct PgStore {
     url: String,
     /// The session holding the scheduler's advisory lock while this replica leads.
     leader: std::sync::Arc<tokio::sync::Mutex<Option<sqlx::PgConnection>>>,
+}
+
+/// The SQLite store's in-process index session has nothing to hold here.
+pub(super) struct IndexSession;
+
+impl IndexSession {
+    pub(super) fn committed(self) {}
+}
+
+impl EventOverlay for IndexSession {
+    fn indexed_upto(&self) -> i64 {
+        Indexed.indexed_upto()
+    }
+    fn fold(
+        &self,
+        _: &str,
+        _: &str,
+        _: i64,
+        _: &crate::domain::fuse::outcomes::OutcomeNames,
+        _: &mut [OutcomeRow],
+    ) {
+    }
 }
 
 /// Advisory lock key of the scheduler leader ("FUSE" in ASCII).
@@ -40,6 +63,32 @@ impl PgStore {
     /// Write transactions share the pool: PostgreSQL runs them concurrently.
     fn write_pool(&self) -> &Pool<Postgres> {
         &self.pool
+    }
+
+    /// PostgreSQL indexes every event as it is stored (several writers and replicas
+    /// share the tables), so a write transaction holds no in-process index.
+    async fn lock_index(&self) -> IndexSession {
+        IndexSession
+    }
+
+    async fn overlay_snapshot(&self, _environment: &str) -> Indexed {
+        Indexed
+    }
+
+    async fn advance_index(
+        _: &mut sqlx::PgConnection,
+        _: &mut IndexSession,
+        _: usize,
+    ) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn forget_events_impl(
+        _: &mut sqlx::PgConnection,
+        _: &mut IndexSession,
+        _: Forget,
+    ) -> StoreResult<()> {
+        Ok(())
     }
 
     /// Holds a session-level advisory lock on a dedicated connection: when this
@@ -73,6 +122,7 @@ impl PgStore {
     async fn insert_events_impl(
         conn: &mut sqlx::PgConnection,
         events: &[NewEvent],
+        _: &mut IndexSession,
     ) -> StoreResult<Vec<bool>> {
         if events.is_empty() {
             return Ok(Vec::new());

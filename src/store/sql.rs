@@ -354,9 +354,10 @@ pub(super) const OUTCOME_WRITE_CONFLICT: &str = " on conflict (environment, feat
 /// with timestamps at or before `$3`: the from-scratch twin of
 /// [`crate::domain::fuse::outcomes::UserOutcomes::apply`], used by backtests and to
 /// (re)build the aggregates ingest keeps current. Parameters: `$1` environment, `$2`
-/// feature, `$3` as-of, then the activation names, the adoption names and, when
-/// `by_users`, a JSON array of the user ids to restrict to. Names are bound; only
-/// their count shapes the SQL.
+/// feature, `$3` as-of, then the activation names, the adoption names, when
+/// `by_users`, a JSON array of the user ids to restrict to and, on SQLite, the highest
+/// event seq the index tables answer for (the rest is folded in from the tail, see
+/// `tail.rs`). Names are bound; only their count shapes the SQL.
 pub(super) fn outcome_sql(
     activation: usize,
     adoption: usize,
@@ -381,9 +382,20 @@ pub(super) fn outcome_sql(
         "exposures x".to_string(),
         "events e on e.environment = x.environment and e.user_id = x.user_id and e.ts >= x.t0 and e.ts <= $3".to_string(),
     );
+    let upto = users + usize::from(by_users);
+    let sqlite = (
+        "exposures x".to_string(),
+        // Two left joins, not `left join (k join e)`: SQLite materialises the latter,
+        // scanning the whole key table per query.
+        format!(
+            "event_keys k on k.environment = x.environment and k.user_id = x.user_id \
+             and k.ts >= x.t0 and k.ts <= $3 and k.event <= ${upto} left join events e on e.seq = k.event"
+        ),
+    );
     let ((exposures, events), user_filter) = match (by_users, backend) {
-        (false, _) => (plain, String::new()),
-        (true, super::Backend::Sqlite) => (plain, format!(" and x.user_id in (select value from json_each(${users}))")),
+        (false, super::Backend::Sqlite) => (sqlite, String::new()),
+        (false, super::Backend::Postgres) => (plain, String::new()),
+        (true, super::Backend::Sqlite) => (sqlite, format!(" and x.user_id in (select value from json_each(${users}))")),
         (true, super::Backend::Postgres) => (
             (
                 format!(
@@ -995,7 +1007,8 @@ macro_rules! impl_store {
             }
 
             /// Computes outcomes from the stored events (at or before `as_of`); all
-            /// exposed users when `users` is empty.
+            /// exposed users when `users` is empty. `overlay` holds the events the
+            /// index tables do not answer for yet (SQLite's tail).
             async fn compute_outcomes(
                 conn: &mut Conn,
                 environment: &str,
@@ -1003,6 +1016,7 @@ macro_rules! impl_store {
                 as_of: i64,
                 names: &crate::domain::fuse::outcomes::OutcomeNames,
                 users: &[&str],
+                overlay: &dyn super::tail::EventOverlay,
             ) -> StoreResult<Vec<OutcomeRow>> {
                 let mut out = Vec::new();
                 let chunks: Vec<&[&str]> = if users.is_empty() { vec![&[]] } else { users.chunks(EVENT_CHUNK).collect() };
@@ -1018,8 +1032,12 @@ macro_rules! impl_store {
                     if !chunk.is_empty() {
                         q = q.bind(to_json(&chunk)?);
                     }
+                    if matches!($backend, Backend::Sqlite) {
+                        q = q.bind(overlay.indexed_upto());
+                    }
                     out.extend(q.fetch_all(&mut *conn).await?.into_iter().map(OutcomeRow::from_sql));
                 }
+                overlay.fold(environment, feature, as_of, names, &mut out);
                 Ok(out)
             }
 
@@ -1032,6 +1050,7 @@ macro_rules! impl_store {
                 fused: &[(String, String, crate::domain::fuse::outcomes::OutcomeNames)],
                 old_t0: &std::collections::HashMap<(String, String, String), i64>,
                 new_t0: &std::collections::HashMap<(String, String, String), i64>,
+                overlay: &dyn super::tail::EventOverlay,
             ) -> StoreResult<()> {
                 use crate::domain::fuse::outcomes::OutcomeEvent;
                 // Per (environment, user): the group's events that can change outcomes.
@@ -1051,7 +1070,7 @@ macro_rules! impl_store {
                     rebuild.sort_unstable();
                     let rebuilt: std::collections::HashSet<&str> = rebuild.iter().copied().collect();
                     if !rebuild.is_empty() {
-                        let rows = Self::compute_outcomes(conn, environment, feature, i64::MAX, names, &rebuild).await?;
+                        let rows = Self::compute_outcomes(conn, environment, feature, i64::MAX, names, &rebuild, overlay).await?;
                         Self::write_outcomes(conn, environment, feature, &rows).await?;
                     }
                     // Every other exposed user of this group folds its new events in.
@@ -1798,8 +1817,9 @@ macro_rules! impl_store {
             }
 
             async fn ingest(&self, events: &[NewEvent], quarantine: &[NewQuarantine]) -> StoreResult<Vec<bool>> {
+                let mut index = self.lock_index().await;
                 let mut tx = self.begin_write().await?;
-                let fresh = Self::insert_events_impl(&mut tx, events).await?;
+                let fresh = Self::insert_events_impl(&mut tx, events, &mut index).await?;
                 let stored: Vec<&NewEvent> = events.iter().zip(&fresh).filter(|(_, new)| **new).map(|(e, _)| e).collect();
                 let exposures = fold_exposures(stored.iter().copied().filter(|e| e.kind == "exposure"));
                 // Outcome aggregates of fused features (see outcome maintenance above).
@@ -1835,7 +1855,7 @@ macro_rules! impl_store {
                     Self::upsert_exposures_impl(&mut tx, &exposures).await?;
                 }
                 if !fused.is_empty() {
-                    Self::maintain_outcomes(&mut tx, &stored, &fused, &old_t0, &new_t0).await?;
+                    Self::maintain_outcomes(&mut tx, &stored, &fused, &old_t0, &new_t0, &index).await?;
                 }
                 let mut latest: std::collections::HashMap<&str, i64> = Default::default();
                 for e in &stored {
@@ -1900,7 +1920,9 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 }
+                Self::advance_index(&mut tx, &mut index, events.len()).await?;
                 tx.commit().await?;
+                index.committed();
                 Ok(fresh)
             }
 
@@ -1957,8 +1979,10 @@ macro_rules! impl_store {
             }
 
             async fn erase_user(&self, user_id: &str, actor: &Actor) -> StoreResult<(u64, u64)> {
+                let mut index = self.lock_index().await;
                 let mut tx = self.begin_write().await?;
                 Self::lock_outcomes(&mut tx).await?;
+                Self::forget_events_impl(&mut tx, &mut index, super::tail::Forget::User(user_id.to_string())).await?;
                 let events = sqlx::query("delete from events where user_id = $1").bind(user_id).execute(&mut *tx).await?.rows_affected();
                 let exposures = sqlx::query("delete from exposures where user_id = $1").bind(user_id).execute(&mut *tx).await?.rows_affected();
                 // The audit log must not keep the personal data it records erasing.
@@ -1969,12 +1993,18 @@ macro_rules! impl_store {
                 )
                 .await?;
                 tx.commit().await?;
+                index.committed();
                 Ok((events, exposures))
             }
 
             async fn purge_events_before(&self, before: i64) -> StoreResult<u64> {
-                let events = sqlx::query("delete from events where ts < $1").bind(before).execute(&self.pool).await?.rows_affected();
-                let quarantined = sqlx::query("delete from quarantine where received_at < $1").bind(before).execute(&self.pool).await?.rows_affected();
+                let mut index = self.lock_index().await;
+                let mut tx = self.begin_write().await?;
+                Self::forget_events_impl(&mut tx, &mut index, super::tail::Forget::Before(before)).await?;
+                let events = sqlx::query("delete from events where ts < $1").bind(before).execute(&mut *tx).await?.rows_affected();
+                let quarantined = sqlx::query("delete from quarantine where received_at < $1").bind(before).execute(&mut *tx).await?.rows_affected();
+                tx.commit().await?;
+                index.committed();
                 Ok(events + quarantined)
             }
 
@@ -2146,8 +2176,9 @@ macro_rules! impl_store {
                 as_of: i64,
                 names: &crate::domain::fuse::outcomes::OutcomeNames,
             ) -> StoreResult<Vec<CohortRow>> {
+                let overlay = self.overlay_snapshot(environment).await;
                 let mut conn = self.pool.acquire().await?;
-                let rows = Self::compute_outcomes(&mut conn, environment, feature, as_of, names, &[]).await?;
+                let rows = Self::compute_outcomes(&mut conn, environment, feature, as_of, names, &[], &overlay).await?;
                 Ok(rows.into_iter().map(OutcomeRow::into_cohort).collect())
             }
 
@@ -2172,12 +2203,13 @@ macro_rules! impl_store {
                     // First look since the fuse was armed, or its event names changed:
                     // build from the stored events, holding off ingest meanwhile so no
                     // event is missed or counted twice.
+                    let index = self.lock_index().await;
                     let mut tx = self.begin_write().await?;
                     if matches!($backend, Backend::Postgres) {
                         sqlx::query("lock table events in share mode").execute(&mut *tx).await?;
                     }
                     Self::lock_outcomes(&mut tx).await?;
-                    let rows = Self::compute_outcomes(&mut tx, environment, feature, i64::MAX, names, &[]).await?;
+                    let rows = Self::compute_outcomes(&mut tx, environment, feature, i64::MAX, names, &[], &index).await?;
                     Self::write_outcomes(&mut tx, environment, feature, &rows).await?;
                     sqlx::query("update fuses set outcome_names = $3 where feature = $1 and environment = $2")
                         .bind(feature)
@@ -2186,6 +2218,7 @@ macro_rules! impl_store {
                         .execute(&mut *tx)
                         .await?;
                     tx.commit().await?;
+                    index.committed();
                 }
                 self.read_outcomes_impl(environment, feature).await
             }

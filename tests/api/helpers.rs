@@ -126,6 +126,9 @@ pub fn test_settings(database_url: String) -> Settings {
         workers: Some(2),
         // Tests drive the scheduler with explicit clocks.
         scheduler_interval_secs: 0,
+        // A tiny in-memory event index on SQLite, so nearly every group also moves
+        // events to the on-disk index and every query reads both halves.
+        sqlite_event_tail: 3,
         ..Settings::default()
     }
 }

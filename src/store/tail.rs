@@ -1,0 +1,577 @@
+//! SQLite's deferred event indexes. Ingest must answer two questions per event: was
+//! its id stored before (dedup), and, when an exposure arrives after the user's
+//! activity, which events does that user have (late-exposure recompute). Answered by
+//! b-tree indexes updated per event, each commit dirtied about one 4 KB page per event
+//! per index, because keys (random ids, users) land all over indexes much larger than
+//! a commit: that, not CPU, capped SQLite ingest near 40k events/s.
+//!
+//! So on SQLite the `events` table has no secondary index. Events are appended in
+//! arrival order (`seq`), and the newest ones, the *tail* (`seq > upto`), are held
+//! here in memory: their ids and, per user, what outcomes need. When the tail grows
+//! past `FUSEBOX_SQLITE_EVENT_TAIL` events, it is frozen and moved, sorted, into the
+//! `event_ids` and `event_keys` tables, a slice per ingest group so no group stalls;
+//! sorted inserts touch each index page once per slice instead of once per event.
+//! When the slice that completes a generation commits, `event_index.upto` advances and
+//! the moved events leave memory. After a crash the tail is read back from `events`
+//! (`seq > upto`); slices moved before the crash are re-inserted idempotently.
+//!
+//! Queries combine both halves: SQL over the index tables bounded by `upto`, plus a
+//! fold of the tail ([`EventOverlay`]). PostgreSQL keeps ordinary indexes (several
+//! writers and replicas share its tables, so no process may hold part of the index).
+
+use std::collections::{HashMap, HashSet};
+
+use crate::domain::fuse::outcomes::{OutcomeEvent, OutcomeNames};
+
+use super::sql::OutcomeRow;
+use super::NewEvent;
+
+/// Default tail size (events) at which a generation is frozen and moved into the index
+/// tables. Larger generations make the move cheaper per event (more entries per index
+/// page touched) and cost about 80 bytes of memory per event.
+pub(super) const DEFAULT_MOVE_AT: usize = 400_000;
+
+/// Index entries (of each table) moved per ingest group, at least: several times a
+/// group's size, so a generation is moved well before the next one is due.
+pub(super) const MOVE_STEP: usize = 16_384;
+
+/// The event kinds, by the index an event stores.
+const KINDS: [&str; 4] = ["exposure", "activity", "error", "feedback"];
+
+/// Not-yet-indexed events as SQL sees them: queries over the index tables read only
+/// events at or below [`EventOverlay::indexed_upto`] and fold the rest in from here.
+pub(super) trait EventOverlay: Sync {
+    /// The highest event `seq` the index tables answer for.
+    fn indexed_upto(&self) -> i64;
+    /// Folds the overlay's events of `environment` (timestamps at or before `as_of`)
+    /// into rows computed from the index tables.
+    fn fold(
+        &self,
+        environment: &str,
+        feature: &str,
+        as_of: i64,
+        names: &OutcomeNames,
+        rows: &mut [OutcomeRow],
+    );
+}
+
+/// What an erasure or retention purge removes, so the tail forgets it too.
+#[derive(Debug, Clone)]
+pub(super) enum Forget {
+    User(String),
+    Before(i64),
+}
+
+/// PostgreSQL's indexes cover every event: nothing to fold.
+pub(super) struct Indexed;
+
+impl EventOverlay for Indexed {
+    fn indexed_upto(&self) -> i64 {
+        i64::MAX
+    }
+    fn fold(&self, _: &str, _: &str, _: i64, _: &OutcomeNames, _: &mut [OutcomeRow]) {}
+}
+
+/// What outcomes need of one tail event, plus what dedup and the move need.
+#[derive(Debug, Clone, Copy)]
+struct TailEvent {
+    seq: i64,
+    id: u128,
+    ts: i64,
+    score: Option<f64>,
+    kind: u8,
+    /// Interned feature and name; 0 for none.
+    feature: u32,
+    name: u32,
+}
+
+/// Feature and event names of the tail, stored once each.
+#[derive(Debug, Clone, Default)]
+struct Interner {
+    names: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl Interner {
+    fn intern(&mut self, s: Option<&str>) -> u32 {
+        let Some(s) = s else { return 0 };
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        self.names.push(s.to_string());
+        let i = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.index.insert(s.to_string(), i);
+        i
+    }
+
+    fn get(&self, i: u32) -> Option<&str> {
+        (i > 0)
+            .then(|| self.names.get(i as usize - 1).map(String::as_str))
+            .flatten()
+    }
+}
+
+/// A generation being moved into the index tables: every tail event with
+/// `seq <= hi`, sorted the way the tables are keyed.
+#[derive(Debug, Clone)]
+struct Move {
+    hi: i64,
+    ids: Vec<u128>,
+    id_pos: usize,
+    /// (environment, user), sorted; each user's entries go in one slice.
+    users: Vec<(String, String)>,
+    user_pos: usize,
+}
+
+/// One slice of a move, to be written in the current transaction.
+#[derive(Debug, Default)]
+pub(super) struct Slice {
+    pub ids: Vec<u128>,
+    /// (environment, user_id, ts, seq), in key order.
+    pub keys: Vec<(String, String, i64, i64)>,
+    /// Set when this slice completes the generation: the new `upto`.
+    pub completes: Option<i64>,
+    /// Cursors before the slice, to undo it if the transaction fails.
+    undo: (usize, usize),
+    /// Whether taking this slice froze the generation. Undoing it then drops the move:
+    /// the generation may include events of the failed transaction.
+    froze: bool,
+}
+
+/// The in-memory tail of the events table (see the module documentation).
+#[derive(Debug, Clone, Default)]
+pub(super) struct EventTail {
+    /// Tail size at which a generation is frozen.
+    move_at: usize,
+    upto: i64,
+    max_seq: i64,
+    len: usize,
+    ids: HashSet<u128>,
+    /// environment → user → events, in seq order.
+    users: HashMap<String, HashMap<String, Vec<TailEvent>>>,
+    strings: Interner,
+    moving: Option<Move>,
+}
+
+/// Parses a stored event id (a hyphenated UUID, as validation normalises them).
+pub(super) fn id_bits(id: &str) -> Option<u128> {
+    let mut bits: u128 = 0;
+    let mut digits = 0;
+    for b in id.bytes() {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            b'-' => continue,
+            _ => return None,
+        };
+        bits = (bits << 4) | u128::from(d);
+        digits += 1;
+    }
+    (digits == 32).then_some(bits)
+}
+
+impl EventTail {
+    /// An empty tail over index tables that answer for events up to `upto`, moved
+    /// when it holds `move_at` events.
+    pub(super) fn new(upto: i64, move_at: usize) -> EventTail {
+        EventTail {
+            move_at: move_at.max(1),
+            upto,
+            max_seq: upto,
+            ..EventTail::default()
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(super) fn max_seq(&self) -> i64 {
+        self.max_seq
+    }
+
+    /// Whether an event with this id is in the tail.
+    pub(super) fn contains(&self, id: u128) -> bool {
+        self.ids.contains(&id)
+    }
+
+    /// Adds a stored event (seqs only grow).
+    pub(super) fn push(&mut self, seq: i64, id: u128, e: &NewEvent) {
+        let kind = KINDS.iter().position(|k| *k == e.kind).unwrap_or(0) as u8;
+        let event = TailEvent {
+            seq,
+            id,
+            ts: e.ts,
+            score: e.score,
+            kind,
+            feature: self.strings.intern(e.feature.as_deref()),
+            name: self.strings.intern(e.name.as_deref()),
+        };
+        self.add(&e.environment, &e.user_id, event);
+    }
+
+    /// Adds a stored event read back from the table at startup.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn push_stored(
+        &mut self,
+        seq: i64,
+        id: u128,
+        environment: &str,
+        user_id: &str,
+        kind: &str,
+        feature: Option<&str>,
+        name: Option<&str>,
+        score: Option<f64>,
+        ts: i64,
+    ) {
+        let event = TailEvent {
+            seq,
+            id,
+            ts,
+            score,
+            kind: KINDS.iter().position(|k| *k == kind).unwrap_or(0) as u8,
+            feature: self.strings.intern(feature),
+            name: self.strings.intern(name),
+        };
+        self.add(environment, user_id, event);
+    }
+
+    fn add(&mut self, environment: &str, user_id: &str, event: TailEvent) {
+        let users = match self.users.get_mut(environment) {
+            Some(users) => users,
+            None => self.users.entry(environment.to_string()).or_default(),
+        };
+        match users.get_mut(user_id) {
+            Some(events) => events.push(event),
+            None => {
+                users.insert(user_id.to_string(), vec![event]);
+            }
+        }
+        self.ids.insert(event.id);
+        self.max_seq = self.max_seq.max(event.seq);
+        self.len += 1;
+    }
+
+    /// Drops every event with `seq > mark`: undoes a transaction's pushes.
+    pub(super) fn truncate_after(&mut self, mark: i64) {
+        if self.max_seq <= mark {
+            return;
+        }
+        self.retain(|_, _, e| e.seq <= mark);
+        self.max_seq = mark;
+    }
+
+    /// Keeps the events `keep` accepts (environment, user, event).
+    fn retain(&mut self, mut keep: impl FnMut(&str, &str, &TailEvent) -> bool) {
+        let ids = &mut self.ids;
+        let len = &mut self.len;
+        for (environment, users) in &mut self.users {
+            users.retain(|user, events| {
+                events.retain(|e| {
+                    let kept = keep(environment, user, e);
+                    if !kept {
+                        ids.remove(&e.id);
+                        *len -= 1;
+                    }
+                    kept
+                });
+                !events.is_empty()
+            });
+        }
+        self.users.retain(|_, users| !users.is_empty());
+    }
+
+    /// Forgets erased or purged events. A move in progress restarts, so no slice
+    /// re-inserts index entries of deleted events.
+    pub(super) fn forget(&mut self, what: &Forget) {
+        self.moving = None;
+        match what {
+            Forget::User(user_id) => self.retain(|_, user, _| user != user_id),
+            Forget::Before(before) => self.retain(|_, _, e| e.ts >= *before),
+        }
+    }
+
+    /// The next slice to move, freezing a generation first when the tail is due; the
+    /// cursors advance now and [`EventTail::undo`] puts them back.
+    pub(super) fn next_slice(&mut self, at_least: usize) -> Option<Slice> {
+        let froze = self.moving.is_none();
+        if froze {
+            if self.len < self.move_at {
+                return None;
+            }
+            self.moving = Some(self.freeze());
+        }
+        let step = at_least.max(MOVE_STEP);
+        let users = &self.users;
+        let moving = self.moving.as_mut()?;
+        let mut slice = Slice {
+            undo: (moving.id_pos, moving.user_pos),
+            froze,
+            ..Slice::default()
+        };
+        let end = (moving.id_pos + step).min(moving.ids.len());
+        slice.ids.extend_from_slice(&moving.ids[moving.id_pos..end]);
+        moving.id_pos = end;
+        while slice.keys.len() < step && moving.user_pos < moving.users.len() {
+            let (environment, user) = &moving.users[moving.user_pos];
+            moving.user_pos += 1;
+            let Some(events) = users.get(environment).and_then(|u| u.get(user)) else {
+                continue;
+            };
+            let mut keys: Vec<(i64, i64)> = events
+                .iter()
+                .filter(|e| e.seq <= moving.hi)
+                .map(|e| (e.ts, e.seq))
+                .collect();
+            keys.sort_unstable();
+            slice.keys.extend(
+                keys.into_iter()
+                    .map(|(ts, seq)| (environment.clone(), user.clone(), ts, seq)),
+            );
+        }
+        if moving.id_pos == moving.ids.len() && moving.user_pos == moving.users.len() {
+            slice.completes = Some(moving.hi);
+        }
+        Some(slice)
+    }
+
+    /// Puts the move's cursors back (the slice's transaction failed).
+    pub(super) fn undo(&mut self, slice: &Slice) {
+        if slice.froze {
+            self.moving = None;
+        } else if let Some(moving) = self.moving.as_mut() {
+            (moving.id_pos, moving.user_pos) = slice.undo;
+        }
+    }
+
+    /// The slice completing a generation committed: its events leave memory.
+    pub(super) fn complete(&mut self, upto: i64) {
+        self.moving = None;
+        self.upto = self.upto.max(upto);
+        self.retain(|_, _, e| e.seq > upto);
+        if self.strings.names.len() > 4 * 1024 {
+            self.reintern();
+        }
+    }
+
+    /// Rebuilds the interner from the remaining events, so free-form names that
+    /// stopped occurring do not accumulate.
+    fn reintern(&mut self) {
+        let old = std::mem::take(&mut self.strings);
+        let mut fresh = Interner::default();
+        for users in self.users.values_mut() {
+            for events in users.values_mut() {
+                for e in events {
+                    e.feature = fresh.intern(old.get(e.feature));
+                    e.name = fresh.intern(old.get(e.name));
+                }
+            }
+        }
+        self.strings = fresh;
+    }
+
+    fn freeze(&self) -> Move {
+        let hi = self.max_seq;
+        let mut ids: Vec<u128> = Vec::with_capacity(self.len);
+        let mut users = Vec::new();
+        for (environment, by_user) in &self.users {
+            for (user, events) in by_user {
+                ids.extend(events.iter().map(|e| e.id));
+                users.push((environment.clone(), user.clone()));
+            }
+        }
+        ids.sort_unstable();
+        users.sort_unstable();
+        Move {
+            hi,
+            ids,
+            id_pos: 0,
+            users,
+            user_pos: 0,
+        }
+    }
+
+    /// A copy holding one environment's events, for a reader that must not hold up
+    /// ingest while its query runs.
+    pub(super) fn snapshot(&self, environment: &str) -> EventTail {
+        let users: HashMap<String, HashMap<String, Vec<TailEvent>>> = self
+            .users
+            .get(environment)
+            .map(|u| [(environment.to_string(), u.clone())].into_iter().collect())
+            .unwrap_or_default();
+        EventTail {
+            move_at: self.move_at,
+            upto: self.upto,
+            max_seq: self.max_seq,
+            len: 0,
+            ids: HashSet::new(),
+            users,
+            strings: self.strings.clone(),
+            moving: None,
+        }
+    }
+}
+
+impl EventOverlay for EventTail {
+    fn indexed_upto(&self) -> i64 {
+        self.upto
+    }
+
+    fn fold(
+        &self,
+        environment: &str,
+        feature: &str,
+        as_of: i64,
+        names: &OutcomeNames,
+        rows: &mut [OutcomeRow],
+    ) {
+        let Some(users) = self.users.get(environment) else {
+            return;
+        };
+        for row in rows {
+            let Some(events) = users.get(&row.user_id) else {
+                continue;
+            };
+            for e in events.iter().filter(|e| e.ts <= as_of) {
+                row.outcomes.apply(
+                    feature,
+                    row.t0,
+                    names,
+                    &OutcomeEvent {
+                        kind: KINDS[usize::from(e.kind)],
+                        feature: self.strings.get(e.feature),
+                        name: self.strings.get(e.name),
+                        score: e.score,
+                        ts: e.ts,
+                    },
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(user: &str, kind: &'static str, ts: i64) -> NewEvent {
+        NewEvent {
+            id: String::new(),
+            environment: "production".into(),
+            kind,
+            user_id: user.into(),
+            feature: None,
+            name: Some("checkout".into()),
+            enabled: None,
+            variant: None,
+            score: None,
+            session_id: None,
+            properties: None,
+            ts,
+            received_at: ts,
+        }
+    }
+
+    #[test]
+    fn ids_parse_from_hyphenated_uuids_in_key_order() {
+        let a = id_bits("00000000-0000-4000-8000-00000000000a").unwrap();
+        let b = id_bits("00000000-0000-4000-8000-0000000000b0").unwrap();
+        assert!(a < b);
+        assert_eq!(id_bits("not-a-uuid"), None);
+        assert_eq!(id_bits("00000000-0000-4000-8000-00000000000"), None);
+    }
+
+    #[test]
+    fn truncating_undoes_pushes_and_forgetting_removes_ids() {
+        let mut tail = EventTail::new(10, 100);
+        tail.push(11, 1, &event("a", "activity", 100));
+        tail.push(12, 2, &event("b", "activity", 200));
+        tail.push(13, 3, &event("a", "error", 300));
+        assert_eq!(tail.len(), 3);
+        tail.truncate_after(11);
+        assert_eq!((tail.len(), tail.max_seq()), (1, 11));
+        assert!(tail.contains(1) && !tail.contains(2) && !tail.contains(3));
+        tail.push(12, 4, &event("b", "activity", 50));
+        tail.forget(&Forget::Before(100));
+        assert!(tail.contains(1) && !tail.contains(4));
+        tail.forget(&Forget::User("a".into()));
+        assert_eq!(tail.len(), 0);
+        assert!(tail.users.is_empty());
+    }
+
+    #[test]
+    fn a_generation_moves_in_sorted_slices_and_then_leaves_memory() {
+        let mut tail = EventTail::new(0, 40_000);
+        let n = 40_010;
+        for seq in 1..=n as i64 {
+            let user = format!("user-{}", seq % 1000);
+            // Ids in descending order, so sorting is visible.
+            tail.push(seq, u128::MAX - seq as u128, &event(&user, "activity", seq));
+        }
+        let mut ids = Vec::new();
+        let mut keys = Vec::new();
+        let mut completes = None;
+        while completes.is_none() {
+            let slice = tail.next_slice(0).expect("a move is due");
+            ids.extend(slice.ids);
+            keys.extend(slice.keys);
+            completes = slice.completes;
+        }
+        assert_eq!(completes, Some(n as i64));
+        assert_eq!((ids.len(), keys.len()), (n, n));
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        // Events pushed during the move stay; the moved ones leave.
+        tail.push(n as i64 + 1, 7, &event("late", "activity", 1));
+        tail.complete(n as i64);
+        assert_eq!((tail.len(), tail.indexed_upto()), (1, n as i64));
+        assert!(tail.contains(7) && !tail.contains(u128::MAX - 1));
+        assert!(tail.next_slice(0).is_none());
+    }
+
+    #[test]
+    fn an_undone_slice_is_handed_out_again() {
+        let mut tail = EventTail::new(0, 40_000);
+        for seq in 1..=40_000 {
+            tail.push(seq, seq as u128, &event("u", "activity", seq));
+        }
+        let first = tail.next_slice(0).unwrap();
+        let second = tail.next_slice(0).unwrap();
+        tail.undo(&second);
+        let again = tail.next_slice(0).unwrap();
+        assert_eq!(second.ids, again.ids);
+        assert_eq!(second.keys, again.keys);
+        // Undoing the slice that froze the generation drops the move.
+        tail.undo(&first);
+        assert_eq!(tail.next_slice(0).unwrap().ids, first.ids);
+    }
+
+    #[test]
+    fn folding_applies_only_events_from_t0_to_as_of() {
+        let mut tail = EventTail::new(0, 100);
+        tail.push(1, 1, &event("a", "activity", 1_000));
+        tail.push(2, 2, &event("a", "error", 5_000));
+        tail.push(3, 3, &event("a", "activity", 9_000));
+        let names = OutcomeNames {
+            activation: vec!["checkout".into()],
+            adoption: vec![],
+        };
+        let mut rows = vec![OutcomeRow {
+            user_id: "a".into(),
+            enabled: true,
+            t0: 2_000,
+            last_seen: 2_000,
+            exposure_count: 1,
+            crossovers: 0,
+            outcomes: Default::default(),
+        }];
+        tail.fold("production", "f", 8_000, &names, &mut rows);
+        assert_eq!(rows[0].outcomes.first_error, Some(5_000));
+        assert_eq!(rows[0].outcomes.first_activation, None);
+        tail.snapshot("production")
+            .fold("production", "f", i64::MAX, &names, &mut rows);
+        assert_eq!(rows[0].outcomes.first_activation, Some(9_000));
+    }
+}
