@@ -29,14 +29,25 @@ alter table events_by_seq rename to events;
 create table event_ids (id blob primary key) without rowid;
 insert into event_ids (id) select unhex(replace(id, '-', '')) from events;
 
+-- A user's events, in runs: each moved generation is one run (numbered by its highest
+-- seq), so a move only appends, and a lookup probes the runs that can hold events
+-- after the time it asks about (`event_runs` keeps each run's span of event times).
 create table event_keys (
+    run integer not null,
     environment text not null,
     user_id text not null,
     ts bigint not null,
     event integer not null,
-    primary key (environment, user_id, ts, event)
+    primary key (run, environment, user_id, ts, event)
 ) without rowid;
-insert into event_keys (environment, user_id, ts, event) select environment, user_id, ts, seq from events;
-
+create table event_runs (
+    run integer primary key,
+    min_ts bigint not null,
+    max_ts bigint not null
+);
 create table event_index (upto integer not null);
 insert into event_index (upto) select coalesce(max(seq), 0) from events;
+insert into event_keys (run, environment, user_id, ts, event)
+    select (select upto from event_index), environment, user_id, ts, seq from events;
+insert into event_runs (run, min_ts, max_ts)
+    select (select upto from event_index), min(ts), max(ts) from events having count(*) > 0;

@@ -385,11 +385,14 @@ pub(super) fn outcome_sql(
     let upto = users + usize::from(by_users);
     let sqlite = (
         "exposures x".to_string(),
-        // Two left joins, not `left join (k join e)`: SQLite materialises the latter,
-        // scanning the whole key table per query.
+        // The runs that can hold events in [t0, as-of], then the user's keys in each.
+        // Chained left joins, not `left join (k join e)`: SQLite materialises the
+        // latter, scanning the whole key table per query.
         format!(
-            "event_keys k on k.environment = x.environment and k.user_id = x.user_id \
-             and k.ts >= x.t0 and k.ts <= $3 and k.event <= ${upto} left join events e on e.seq = k.event"
+            "event_runs r on r.run <= ${upto} and r.max_ts >= x.t0 and r.min_ts <= $3 \
+             left join event_keys k on k.run = r.run and k.environment = x.environment \
+             and k.user_id = x.user_id and k.ts >= x.t0 and k.ts <= $3 \
+             left join events e on e.seq = k.event"
         ),
     );
     let ((exposures, events), user_filter) = match (by_users, backend) {

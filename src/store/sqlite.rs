@@ -49,7 +49,7 @@ impl IndexSession<'_> {
         for what in std::mem::take(&mut self.forget) {
             self.tail.forget(&what);
         }
-        if let Some(upto) = self.slice.take().and_then(|s| s.completes) {
+        if let Some((upto, _, _)) = self.slice.take().and_then(|s| s.completes) {
             self.tail.complete(upto);
         }
     }
@@ -294,6 +294,11 @@ impl SqliteStore {
                     .execute(&mut *conn)
                     .await?;
                 sqlx::query("delete from event_keys where ts < $1")
+                    .bind(before)
+                    .execute(&mut *conn)
+                    .await?;
+                // Runs wholly past retention are gone; lookups stop probing them.
+                sqlx::query("delete from event_runs where max_ts < $1")
                     .bind(before)
                     .execute(&mut *conn)
                     .await?;
@@ -621,6 +626,13 @@ mod raw {
     /// # Safety
     /// `db` must be a valid connection that no other thread uses during the call.
     pub(super) unsafe fn write_slice(db: *mut ffi::sqlite3, slice: &Slice) -> Result<(), String> {
+        if let Some(upto) = slice.clear_above {
+            let clear = prepare(db, "delete from event_keys where run > ?1")?;
+            if ffi::sqlite3_bind_int64(clear.0, 1, upto) != ffi::SQLITE_OK {
+                return Err(error(db));
+            }
+            run(db, clear.0)?;
+        }
         let ids = prepare(db, "insert or ignore into event_ids (id) values (?1)")?;
         for id in &slice.ids {
             let bytes = id.to_be_bytes();
@@ -629,24 +641,34 @@ mod raw {
         }
         let keys = prepare(
             db,
-            "insert or ignore into event_keys (environment, user_id, ts, event) values (?1, ?2, ?3, ?4)",
+            "insert or ignore into event_keys (run, environment, user_id, ts, event) values (?1, ?2, ?3, ?4, ?5)",
         )?;
         let k = keys.0;
         for (environment, user, ts, seq) in &slice.keys {
-            bind_text(db, k, 1, Some(environment))?;
-            bind_text(db, k, 2, Some(user))?;
-            if ffi::sqlite3_bind_int64(k, 3, *ts) != ffi::SQLITE_OK
-                || ffi::sqlite3_bind_int64(k, 4, *seq) != ffi::SQLITE_OK
+            bind_text(db, k, 2, Some(environment))?;
+            bind_text(db, k, 3, Some(user))?;
+            if ffi::sqlite3_bind_int64(k, 1, slice.run) != ffi::SQLITE_OK
+                || ffi::sqlite3_bind_int64(k, 4, *ts) != ffi::SQLITE_OK
+                || ffi::sqlite3_bind_int64(k, 5, *seq) != ffi::SQLITE_OK
             {
                 return Err(error(db));
             }
             run(db, k)?;
         }
-        if let Some(upto) = slice.completes {
+        if let Some((upto, min_ts, max_ts)) = slice.completes {
+            let register = prepare(
+                db,
+                "insert or replace into event_runs (run, min_ts, max_ts) values (?1, ?2, ?3)",
+            )?;
             let update = prepare(db, "update event_index set upto = ?1")?;
-            if ffi::sqlite3_bind_int64(update.0, 1, upto) != ffi::SQLITE_OK {
+            if ffi::sqlite3_bind_int64(register.0, 1, upto) != ffi::SQLITE_OK
+                || ffi::sqlite3_bind_int64(register.0, 2, min_ts) != ffi::SQLITE_OK
+                || ffi::sqlite3_bind_int64(register.0, 3, max_ts) != ffi::SQLITE_OK
+                || ffi::sqlite3_bind_int64(update.0, 1, upto) != ffi::SQLITE_OK
+            {
                 return Err(error(db));
             }
+            run(db, register.0)?;
             run(db, update.0)?;
         }
         Ok(())
@@ -708,3 +730,66 @@ mod raw {
 }
 
 impl_store!(SqliteStore, Sqlite, Backend::Sqlite);
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection as _;
+
+    /// Migration 0009 on a database that already holds events: every event keeps its
+    /// columns, gets a seq, and is in the dedup and per-user index tables as one run.
+    #[tokio::test]
+    async fn the_event_index_migration_indexes_stored_events() {
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite/");
+        let read = |name: &str| std::fs::read_to_string(format!("{dir}{name}")).unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(read("0005_events.sql")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "insert into events values \
+             ('00000000-0000-4000-8000-00000000000a', 'development', 'activity', 'u1', null, 'x', null, null, null, null, null, 100, 200), \
+             ('00000000-0000-4000-8000-00000000000b', 'development', 'error', 'u2', null, null, null, null, null, 's', '{}', 50, 300)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(read("0009_event_tail.sql")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let events: Vec<(i64, String, String, Option<String>, i64)> =
+            sqlx::query_as("select seq, id, user_id, session_id, ts from events order by seq")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].3.as_deref(), Some("s"));
+        let ids: Vec<(Vec<u8>,)> = sqlx::query_as("select id from event_ids order by id")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(ids.len(), 2);
+        let a = super::id_bits("00000000-0000-4000-8000-00000000000a").unwrap();
+        assert_eq!(ids[0].0, a.to_be_bytes().to_vec());
+        let keys: Vec<(i64, String, i64, i64)> =
+            sqlx::query_as("select run, user_id, ts, event from event_keys order by user_id")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(keys, [(2, "u1".into(), 100, 1), (2, "u2".into(), 50, 2)]);
+        let runs: Vec<(i64, i64, i64)> =
+            sqlx::query_as("select run, min_ts, max_ts from event_runs")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(runs, [(2, 50, 100)]);
+        let (upto,): (i64,) = sqlx::query_as("select upto from event_index")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(upto, 2);
+    }
+}

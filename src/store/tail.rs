@@ -11,6 +11,9 @@
 //! past `FUSEBOX_SQLITE_EVENT_TAIL` events, it is frozen and moved, sorted, into the
 //! `event_ids` and `event_keys` tables, a slice per ingest group so no group stalls;
 //! sorted inserts touch each index page once per slice instead of once per event.
+//! `event_keys` is keyed by run (one per generation) first, so moving keys only
+//! appends; a lookup probes the runs whose event times reach its window, which for
+//! late exposures is the newest run or two.
 //! When the slice that completes a generation commits, `event_index.upto` advances and
 //! the moved events leave memory. After a crash the tail is read back from `events`
 //! (`seq > upto`); slices moved before the crash are re-inserted idempotently.
@@ -19,12 +22,16 @@
 //! fold of the tail ([`EventOverlay`]). PostgreSQL keeps ordinary indexes (several
 //! writers and replicas share its tables, so no process may hold part of the index).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap as StdHashMap, HashSet as StdHashSet};
 
 use crate::domain::fuse::outcomes::{OutcomeEvent, OutcomeNames};
 
 use super::sql::OutcomeRow;
 use super::NewEvent;
+
+/// The tail hashes every event's id, user and names; SipHash showed in profiles.
+type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = StdHashSet<K, foldhash::fast::RandomState>;
 
 /// Default tail size (events) at which a generation is frozen and moved into the index
 /// tables. Larger generations make the move cheaper per event (more entries per index
@@ -116,6 +123,9 @@ impl Interner {
 #[derive(Debug, Clone)]
 struct Move {
     hi: i64,
+    /// The span of event times in the generation, recorded with its run.
+    min_ts: i64,
+    max_ts: i64,
     ids: Vec<u128>,
     id_pos: usize,
     /// (environment, user), sorted; each user's entries go in one slice.
@@ -129,8 +139,14 @@ pub(super) struct Slice {
     pub ids: Vec<u128>,
     /// (environment, user_id, ts, seq), in key order.
     pub keys: Vec<(String, String, i64, i64)>,
-    /// Set when this slice completes the generation: the new `upto`.
-    pub completes: Option<i64>,
+    /// The run the keys belong to: the generation's highest seq.
+    pub run: i64,
+    /// On a generation's first slice: entries of runs above this `upto` are left over
+    /// from a move that a crash or an erasure interrupted, and are deleted first.
+    pub clear_above: Option<i64>,
+    /// Set when this slice completes the generation: the new `upto`, which is also
+    /// the run, with the run's span of event times.
+    pub completes: Option<(i64, i64, i64)>,
     /// Cursors before the slice, to undo it if the transaction fails.
     undo: (usize, usize),
     /// Whether taking this slice froze the generation. Undoing it then drops the move:
@@ -309,6 +325,8 @@ impl EventTail {
         let mut slice = Slice {
             undo: (moving.id_pos, moving.user_pos),
             froze,
+            run: moving.hi,
+            clear_above: froze.then_some(self.upto),
             ..Slice::default()
         };
         let end = (moving.id_pos + step).min(moving.ids.len());
@@ -332,7 +350,7 @@ impl EventTail {
             );
         }
         if moving.id_pos == moving.ids.len() && moving.user_pos == moving.users.len() {
-            slice.completes = Some(moving.hi);
+            slice.completes = Some((moving.hi, moving.min_ts, moving.max_ts));
         }
         Some(slice)
     }
@@ -376,9 +394,14 @@ impl EventTail {
         let hi = self.max_seq;
         let mut ids: Vec<u128> = Vec::with_capacity(self.len);
         let mut users = Vec::new();
+        let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
         for (environment, by_user) in &self.users {
             for (user, events) in by_user {
-                ids.extend(events.iter().map(|e| e.id));
+                for e in events {
+                    ids.push(e.id);
+                    min_ts = min_ts.min(e.ts);
+                    max_ts = max_ts.max(e.ts);
+                }
                 users.push((environment.clone(), user.clone()));
             }
         }
@@ -386,6 +409,8 @@ impl EventTail {
         users.sort_unstable();
         Move {
             hi,
+            min_ts,
+            max_ts,
             ids,
             id_pos: 0,
             users,
@@ -406,7 +431,7 @@ impl EventTail {
             upto: self.upto,
             max_seq: self.max_seq,
             len: 0,
-            ids: HashSet::new(),
+            ids: HashSet::default(),
             users,
             strings: self.strings.clone(),
             moving: None,
@@ -518,8 +543,9 @@ mod tests {
             ids.extend(slice.ids);
             keys.extend(slice.keys);
             completes = slice.completes;
+            assert_eq!(slice.run, n as i64);
         }
-        assert_eq!(completes, Some(n as i64));
+        assert_eq!(completes, Some((n as i64, 1, n as i64)));
         assert_eq!((ids.len(), keys.len()), (n, n));
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
@@ -538,7 +564,9 @@ mod tests {
             tail.push(seq, seq as u128, &event("u", "activity", seq));
         }
         let first = tail.next_slice(0).unwrap();
+        assert_eq!(first.clear_above, Some(0));
         let second = tail.next_slice(0).unwrap();
+        assert_eq!(second.clear_above, None);
         tail.undo(&second);
         let again = tail.next_slice(0).unwrap();
         assert_eq!(second.ids, again.ids);
