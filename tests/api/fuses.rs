@@ -626,6 +626,73 @@ async fn live_aggregates_equal_a_scan_of_the_stored_events(app: TestApp) {
         }
     };
 
+    // An oracle independent of the store: each user's cohort and outcomes folded
+    // straight from the events sent.
+    let oracle = |names: &OutcomeNames| {
+        use fusebox::domain::fuse::outcomes::{OutcomeEvent, UserOutcomes};
+        let mut exposed: std::collections::HashMap<&str, (i64, bool)> = Default::default();
+        for e in ids.iter().filter(|e| e["type"] == "exposure") {
+            let (user, ts) = (
+                e["user_id"].as_str().unwrap(),
+                e["timestamp"].as_i64().unwrap(),
+            );
+            let first = exposed
+                .entry(user)
+                .or_insert((ts, e["enabled"].as_bool().unwrap()));
+            if ts < first.0 {
+                *first = (ts, e["enabled"].as_bool().unwrap());
+            }
+        }
+        let mut expected: std::collections::BTreeMap<String, (bool, i64, UserOutcomes)> = exposed
+            .iter()
+            .map(|(user, (t0, enabled))| {
+                (user.to_string(), (*enabled, *t0, UserOutcomes::default()))
+            })
+            .collect();
+        for e in &ids {
+            let Some((_, t0, outcomes)) = expected.get_mut(e["user_id"].as_str().unwrap()) else {
+                continue;
+            };
+            outcomes.apply(
+                "agg",
+                *t0,
+                names,
+                &OutcomeEvent {
+                    kind: e["type"].as_str().unwrap(),
+                    feature: e["feature"].as_str(),
+                    name: e["name"].as_str(),
+                    score: e["score"].as_f64(),
+                    ts: e["timestamp"].as_i64().unwrap(),
+                },
+            );
+        }
+        expected
+    };
+    let matches_oracle = |label: &'static str,
+                          rows: Vec<fusebox::store::CohortRow>,
+                          names: &OutcomeNames| {
+        let expected = oracle(names);
+        assert_eq!(rows.len(), expected.len(), "{label}");
+        for row in rows {
+            let (enabled, t0, o) = &expected[&row.user_id];
+            assert_eq!((row.enabled, row.t0), (*enabled, *t0), "{label}: {row:?}");
+            assert_eq!(
+                (
+                    row.active_days,
+                    row.first_activation,
+                    row.first_error,
+                    row.adopted
+                ),
+                (o.active_days, o.first_activation, o.first_error, o.adopted),
+                "{label}: {row:?} vs {o:?}"
+            );
+            match (row.feedback, o.feedback()) {
+                (Some(a), Some(b)) => assert!((a - b).abs() < 1e-12, "{label}: {row:?} vs {o:?}"),
+                (a, b) => assert_eq!(a, b, "{label}: {row:?}"),
+            }
+        }
+    };
+
     let (first, rest) = ids.split_at(ids.len() / 3);
     send_events(&app, first.to_vec()).await;
     // The first live look builds the aggregates from what is stored so far ...
@@ -637,18 +704,49 @@ async fn live_aggregates_equal_a_scan_of_the_stored_events(app: TestApp) {
     send_events(&app, ids[..400].to_vec()).await;
     let users = compare("maintained", names.clone()).await;
     assert_eq!(users, 250);
+    let rows = store
+        .cohort_rows("development", "agg", i64::MAX, &names)
+        .await
+        .unwrap();
+    matches_oracle("maintained", rows, &names);
+    // A store opened afresh on the same database (a restart) reads the same: on
+    // SQLite it reads the events its in-memory index had back from the table.
+    let reopened: std::sync::Arc<dyn fusebox::store::Store> = match app.backend {
+        crate::helpers::Backend::Sqlite => std::sync::Arc::new(
+            fusebox::store::SqliteStore::connect(&app.database_url, 2, 3)
+                .await
+                .unwrap(),
+        ),
+        crate::helpers::Backend::Postgres => std::sync::Arc::new(
+            fusebox::store::PgStore::connect(&app.database_url, 2)
+                .await
+                .unwrap(),
+        ),
+    };
+    let rows = reopened
+        .cohort_rows("development", "agg", i64::MAX, &names)
+        .await
+        .unwrap();
+    matches_oracle("reopened", rows, &names);
+    let live = reopened
+        .live_cohort_rows("development", "agg", &names)
+        .await
+        .unwrap();
+    matches_oracle("reopened, live", live, &names);
 
     // New names: the next live look rebuilds for them.
     let config = json!({"activation_events": ["used_agg"], "adoption_events": []});
     json_with_status(app.put(&fuse_path("agg"), &config).await, 200).await;
-    compare(
-        "renamed",
-        OutcomeNames {
-            activation: vec!["used_agg".into()],
-            adoption: vec![],
-        },
-    )
-    .await;
+    let renamed = OutcomeNames {
+        activation: vec!["used_agg".into()],
+        adoption: vec![],
+    };
+    compare("renamed", renamed.clone()).await;
+    let live = store
+        .live_cohort_rows("development", "agg", &renamed)
+        .await
+        .unwrap();
+    matches_oracle("renamed", live, &renamed);
     // A live evaluation goes through the same rows.
     json_with_status(
         app.post(&format!("{}/evaluate", fuse_path("agg")), &json!({}))
