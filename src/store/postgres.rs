@@ -91,6 +91,27 @@ impl PgStore {
         Ok(())
     }
 
+    /// The exposure rows, with outcome aggregates, of some users of one feature.
+    async fn read_outcome_rows_impl(
+        conn: &mut sqlx::PgConnection,
+        environment: &str,
+        feature: &str,
+        users: &[&str],
+    ) -> StoreResult<Vec<OutcomeRow>> {
+        let sql = exposures_of_users_sql(
+            "user_id, enabled, t0, last_seen, exposure_count, crossovers, first_activation, first_error, \
+             case when adopted then cast(1 as bigint) else cast(0 as bigint) end, feedback_sum, feedback_count, active_days",
+            Backend::Postgres,
+        );
+        let rows = sqlx::query_as::<_, OutcomeSqlRow>(sqlx::AssertSqlSafe(sql))
+            .bind(environment)
+            .bind(feature)
+            .bind(to_json(&users)?)
+            .fetch_all(&mut *conn)
+            .await?;
+        Ok(rows.into_iter().map(OutcomeRow::from_sql).collect())
+    }
+
     /// Holds a session-level advisory lock on a dedicated connection: when this
     /// process dies its session ends, the lock is released, and another replica's
     /// next attempt takes over.

@@ -1084,17 +1084,8 @@ macro_rules! impl_store {
                         .collect();
                     users.sort_unstable();
                     for chunk in users.chunks(EVENT_CHUNK) {
-                        let sql = exposures_of_users_sql(
-                            "user_id, enabled, t0, last_seen, exposure_count, crossovers, first_activation, first_error, \
-                             case when adopted then cast(1 as bigint) else cast(0 as bigint) end, feedback_sum, feedback_count, active_days",
-                            $backend,
-                        );
-                        let q = sqlx::query_as::<_, OutcomeSqlRow>(sqlx::AssertSqlSafe(sql))
-                            .bind(environment)
-                            .bind(feature)
-                            .bind(to_json(&chunk)?);
                         let mut changed = Vec::new();
-                        for mut row in q.fetch_all(&mut *conn).await?.into_iter().map(OutcomeRow::from_sql) {
+                        for mut row in Self::read_outcome_rows_impl(conn, environment, feature, chunk).await? {
                             let before = row.outcomes;
                             for e in by_user.get(&(environment.as_str(), row.user_id.as_str())).into_iter().flatten() {
                                 row.outcomes.apply(feature, row.t0, names, &OutcomeEvent {

@@ -373,42 +373,41 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Writes outcome aggregates onto existing exposure rows (multi-row statements).
+    /// Writes outcome aggregates onto existing exposure rows, one prepared `update`
+    /// stepped per row through the C API: through sqlx's multi-row upsert each row
+    /// cost several microseconds of argument copying on the writer's serial path.
     async fn write_outcomes_impl(
         conn: &mut sqlx::SqliteConnection,
         environment: &str,
         feature: &str,
         rows: &[OutcomeRow],
     ) -> StoreResult<()> {
-        for chunk in rows.chunks(EVENT_CHUNK) {
-            let sql = multi_row_sql(
-                &format!("insert into exposures ({OUTCOME_WRITE_COLUMNS}) values "),
-                14,
-                chunk.len(),
-                OUTCOME_WRITE_CONFLICT,
-                Backend::Sqlite,
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for r in chunk {
-                q = q
-                    .bind(environment)
-                    .bind(feature)
-                    .bind(&r.user_id)
-                    .bind(r.enabled)
-                    .bind(r.t0)
-                    .bind(r.last_seen)
-                    .bind(r.exposure_count)
-                    .bind(r.crossovers)
-                    .bind(r.outcomes.active_days as i64)
-                    .bind(r.outcomes.first_activation)
-                    .bind(r.outcomes.first_error)
-                    .bind(r.outcomes.adopted)
-                    .bind(r.outcomes.feedback_sum)
-                    .bind(r.outcomes.feedback_count);
-            }
-            q.execute(&mut *conn).await?;
-        }
-        Ok(())
+        let mut handle = conn.lock_handle().await?;
+        let db = handle.as_raw_handle();
+        #[allow(unsafe_code)]
+        let write = || {
+            // SAFETY: as in `insert_events_impl`.
+            unsafe { raw::write_outcomes(db.as_ptr(), environment, feature, rows) }
+        };
+        blocking(write).map_err(|e| StoreError::Other(anyhow::anyhow!("writing outcomes: {e}")))
+    }
+
+    /// The exposure rows, with outcome aggregates, of some users of one feature: one
+    /// primary-key lookup per user through the C API (see `write_outcomes_impl`).
+    async fn read_outcome_rows_impl(
+        conn: &mut sqlx::SqliteConnection,
+        environment: &str,
+        feature: &str,
+        users: &[&str],
+    ) -> StoreResult<Vec<OutcomeRow>> {
+        let mut handle = conn.lock_handle().await?;
+        let db = handle.as_raw_handle();
+        #[allow(unsafe_code)]
+        let read = || {
+            // SAFETY: as in `insert_events_impl`.
+            unsafe { raw::read_outcome_rows(db.as_ptr(), environment, feature, users) }
+        };
+        blocking(read).map_err(|e| StoreError::Other(anyhow::anyhow!("reading outcomes: {e}")))
     }
 
     /// A fused feature's per-user aggregates, read with SQLite's C API on a connection
@@ -455,7 +454,7 @@ mod raw {
 
     use libsqlite3_sys as ffi;
 
-    use super::super::sql::OUTCOME_COLUMNS;
+    use super::super::sql::{OutcomeRow, OUTCOME_COLUMNS};
     use super::super::tail::{id_bits, EventTail, Slice};
     use super::CohortRow;
     use crate::domain::fuse::outcomes::UserOutcomes;
@@ -670,6 +669,99 @@ mod raw {
             }
             run(db, register.0)?;
             run(db, update.0)?;
+        }
+        Ok(())
+    }
+
+    /// Reads some users' exposure rows of one feature, with their outcome aggregates.
+    ///
+    /// # Safety
+    /// `db` must be a valid connection that no other thread uses during the call.
+    pub(super) unsafe fn read_outcome_rows(
+        db: *mut ffi::sqlite3,
+        environment: &str,
+        feature: &str,
+        users: &[&str],
+    ) -> Result<Vec<OutcomeRow>, String> {
+        let stmt = prepare(
+            db,
+            "select enabled, t0, last_seen, exposure_count, crossovers, active_days, first_activation, \
+             first_error, adopted, feedback_sum, feedback_count from exposures \
+             where environment = ?1 and feature = ?2 and user_id = ?3",
+        )?;
+        let s = stmt.0;
+        bind_text(db, s, 1, Some(environment))?;
+        bind_text(db, s, 2, Some(feature))?;
+        let mut rows = Vec::with_capacity(users.len());
+        for user in users {
+            bind_text(db, s, 3, Some(user))?;
+            match ffi::sqlite3_step(s) {
+                ffi::SQLITE_ROW => rows.push(OutcomeRow {
+                    user_id: (*user).to_string(),
+                    enabled: int(s, 0).unwrap_or(0) != 0,
+                    t0: int(s, 1).unwrap_or(0),
+                    last_seen: int(s, 2).unwrap_or(0),
+                    exposure_count: int(s, 3).unwrap_or(0),
+                    crossovers: int(s, 4).unwrap_or(0),
+                    outcomes: UserOutcomes {
+                        active_days: int(s, 5).unwrap_or(0) as u64,
+                        first_activation: int(s, 6),
+                        first_error: int(s, 7),
+                        adopted: int(s, 8).unwrap_or(0) != 0,
+                        feedback_sum: ffi::sqlite3_column_double(s, 9),
+                        feedback_count: int(s, 10).unwrap_or(0),
+                    },
+                }),
+                ffi::SQLITE_DONE => {}
+                _ => {
+                    let message = error(db);
+                    ffi::sqlite3_reset(s);
+                    return Err(message);
+                }
+            }
+            ffi::sqlite3_reset(s);
+        }
+        Ok(rows)
+    }
+
+    /// Writes outcome aggregates onto existing exposure rows of one feature.
+    ///
+    /// # Safety
+    /// `db` must be a valid connection that no other thread uses during the call.
+    pub(super) unsafe fn write_outcomes(
+        db: *mut ffi::sqlite3,
+        environment: &str,
+        feature: &str,
+        rows: &[OutcomeRow],
+    ) -> Result<(), String> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let stmt = prepare(
+            db,
+            "update exposures set active_days = ?4, first_activation = ?5, first_error = ?6, adopted = ?7, \
+             feedback_sum = ?8, feedback_count = ?9 where environment = ?1 and feature = ?2 and user_id = ?3",
+        )?;
+        let s = stmt.0;
+        bind_text(db, s, 1, Some(environment))?;
+        bind_text(db, s, 2, Some(feature))?;
+        let opt = |index: c_int, value: Option<i64>| match value {
+            Some(v) => ffi::sqlite3_bind_int64(s, index, v),
+            None => ffi::sqlite3_bind_null(s, index),
+        };
+        for r in rows {
+            bind_text(db, s, 3, Some(&r.user_id))?;
+            let o = &r.outcomes;
+            if ffi::sqlite3_bind_int64(s, 4, o.active_days as i64) != ffi::SQLITE_OK
+                || opt(5, o.first_activation) != ffi::SQLITE_OK
+                || opt(6, o.first_error) != ffi::SQLITE_OK
+                || ffi::sqlite3_bind_int64(s, 7, i64::from(o.adopted)) != ffi::SQLITE_OK
+                || ffi::sqlite3_bind_double(s, 8, o.feedback_sum) != ffi::SQLITE_OK
+                || ffi::sqlite3_bind_int64(s, 9, o.feedback_count) != ffi::SQLITE_OK
+            {
+                return Err(error(db));
+            }
+            run(db, s)?;
         }
         Ok(())
     }
