@@ -217,6 +217,17 @@ async fn load_tail(pool: &Pool<Sqlite>, move_at: usize) -> anyhow::Result<EventT
             ts,
         );
     }
+    // The ids already moved to disk, into the filter that spares most probes.
+    let mut conn = pool.acquire().await?;
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle();
+    #[allow(unsafe_code)]
+    let scan = || {
+        // SAFETY: the handle is locked away from sqlx's worker for as long as
+        // `handle` lives, which outlives this call.
+        unsafe { raw::scan_stored_ids(db.as_ptr(), &mut tail) }
+    };
+    blocking(scan).map_err(|e| anyhow::anyhow!("reading stored event ids: {e}"))?;
     Ok(tail)
 }
 
@@ -572,17 +583,19 @@ mod raw {
                 fresh.push(false);
                 continue;
             }
-            let bytes = id.to_be_bytes();
-            bind_id(db, probe.0, 1, &bytes)?;
-            let rc = ffi::sqlite3_step(probe.0);
-            ffi::sqlite3_reset(probe.0);
-            match rc {
-                ffi::SQLITE_ROW => {
-                    fresh.push(false);
-                    continue;
+            if tail.may_be_stored(id) {
+                let bytes = id.to_be_bytes();
+                bind_id(db, probe.0, 1, &bytes)?;
+                let rc = ffi::sqlite3_step(probe.0);
+                ffi::sqlite3_reset(probe.0);
+                match rc {
+                    ffi::SQLITE_ROW => {
+                        fresh.push(false);
+                        continue;
+                    }
+                    ffi::SQLITE_DONE => {}
+                    _ => return Err(error(db)),
                 }
-                ffi::SQLITE_DONE => {}
-                _ => return Err(error(db)),
             }
             bind_text(db, s, 1, Some(&e.id))?;
             bind_text(db, s, 2, Some(&e.environment))?;
@@ -671,6 +684,30 @@ mod raw {
             run(db, update.0)?;
         }
         Ok(())
+    }
+
+    /// Adds every id in `event_ids` to the tail's stored-id filter.
+    ///
+    /// # Safety
+    /// `db` must be a valid connection that no other thread uses during the call.
+    pub(super) unsafe fn scan_stored_ids(
+        db: *mut ffi::sqlite3,
+        tail: &mut EventTail,
+    ) -> Result<(), String> {
+        let stmt = prepare(db, "select id from event_ids")?;
+        loop {
+            match ffi::sqlite3_step(stmt.0) {
+                ffi::SQLITE_ROW => {}
+                ffi::SQLITE_DONE => return Ok(()),
+                _ => return Err(error(db)),
+            }
+            let blob = ffi::sqlite3_column_blob(stmt.0, 0);
+            if !blob.is_null() && ffi::sqlite3_column_bytes(stmt.0, 0) == 16 {
+                let mut bytes = [0u8; 16];
+                ptr::copy_nonoverlapping(blob.cast::<u8>(), bytes.as_mut_ptr(), 16);
+                tail.stored(u128::from_be_bytes(bytes));
+            }
+        }
     }
 
     /// Reads some users' exposure rows of one feature, with their outcome aggregates.

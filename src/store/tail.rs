@@ -167,6 +167,97 @@ pub(super) struct EventTail {
     users: HashMap<String, HashMap<String, Vec<TailEvent>>>,
     strings: Interner,
     moving: Option<Move>,
+    /// Which ids the `event_ids` table may hold, so most new ids skip the probe.
+    stored: StoredIds,
+}
+
+/// A Bloom filter over the ids in `event_ids`: a chain of filters, each twice the
+/// capacity of the one before, so it grows without rebuilding. "No" is certain, so
+/// an id it has never seen is new unless the tail has it; "maybe" (all moved ids,
+/// erased ones, and about 0.1% of others) costs one index probe. Deleted ids stay
+/// in it: they only cost a probe.
+#[derive(Debug, Clone, Default)]
+pub(super) struct StoredIds {
+    filters: Vec<Bloom>,
+}
+
+#[derive(Debug, Clone)]
+struct Bloom {
+    bits: Vec<u64>,
+    /// Bit count minus one (a power of two).
+    mask: u64,
+    count: usize,
+    capacity: usize,
+}
+
+/// Hash functions per id; with at least 16 bits per id the false-positive rate is
+/// below 0.1% per filter.
+const BLOOM_HASHES: u64 = 7;
+
+/// Ids the first filter holds.
+const BLOOM_FIRST_CAPACITY: usize = 1 << 20;
+
+fn bloom_hashes(id: u128) -> (u64, u64) {
+    // splitmix64 finalizer: ids may be time-ordered (v7), so their bits are mixed first.
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let h1 = mix(id as u64 ^ mix((id >> 64) as u64));
+    (h1, mix(h1) | 1)
+}
+
+impl Bloom {
+    fn new(capacity: usize) -> Bloom {
+        let bits = (capacity * 16).next_power_of_two().max(64);
+        Bloom {
+            bits: vec![0; bits / 64],
+            mask: bits as u64 - 1,
+            count: 0,
+            capacity,
+        }
+    }
+
+    fn positions(&self, id: u128) -> impl Iterator<Item = u64> + '_ {
+        let (h1, h2) = bloom_hashes(id);
+        (0..BLOOM_HASHES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) & self.mask)
+    }
+
+    fn insert(&mut self, id: u128) {
+        let (h1, h2) = bloom_hashes(id);
+        for i in 0..BLOOM_HASHES {
+            let bit = h1.wrapping_add(i.wrapping_mul(h2)) & self.mask;
+            self.bits[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+        self.count += 1;
+    }
+
+    fn contains(&self, id: u128) -> bool {
+        self.positions(id)
+            .all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+    }
+}
+
+impl StoredIds {
+    pub(super) fn insert(&mut self, id: u128) {
+        let full = self.filters.last().is_none_or(|f| f.count >= f.capacity);
+        if full {
+            let capacity = self
+                .filters
+                .last()
+                .map_or(BLOOM_FIRST_CAPACITY, |f| f.capacity * 2);
+            self.filters.push(Bloom::new(capacity));
+        }
+        if let Some(last) = self.filters.last_mut() {
+            last.insert(id);
+        }
+    }
+
+    /// `false` only if the id was never inserted.
+    pub(super) fn may_contain(&self, id: u128) -> bool {
+        self.filters.iter().any(|f| f.contains(id))
+    }
 }
 
 /// Parses a stored event id (a hyphenated UUID, as validation normalises them).
@@ -211,6 +302,16 @@ impl EventTail {
     /// Whether an event with this id is in the tail.
     pub(super) fn contains(&self, id: u128) -> bool {
         self.ids.contains(&id)
+    }
+
+    /// Whether the `event_ids` table may hold this id (`false` is certain).
+    pub(super) fn may_be_stored(&self, id: u128) -> bool {
+        self.stored.may_contain(id)
+    }
+
+    /// Records an id found in `event_ids` (read back at startup).
+    pub(super) fn stored(&mut self, id: u128) {
+        self.stored.insert(id);
     }
 
     /// Adds a stored event (seqs only grow).
@@ -331,6 +432,10 @@ impl EventTail {
         };
         let end = (moving.id_pos + step).min(moving.ids.len());
         slice.ids.extend_from_slice(&moving.ids[moving.id_pos..end]);
+        // Recorded now: if the slice's transaction fails, they only cost probes.
+        for id in &slice.ids {
+            self.stored.insert(*id);
+        }
         moving.id_pos = end;
         while slice.keys.len() < step && moving.user_pos < moving.users.len() {
             let (environment, user) = &moving.users[moving.user_pos];
@@ -435,6 +540,7 @@ impl EventTail {
             users,
             strings: self.strings.clone(),
             moving: None,
+            stored: StoredIds::default(),
         }
     }
 }
@@ -574,6 +680,24 @@ mod tests {
         // Undoing the slice that froze the generation drops the move.
         tail.undo(&first);
         assert_eq!(tail.next_slice(0).unwrap().ids, first.ids);
+    }
+
+    #[test]
+    fn the_stored_id_filter_never_misses_and_rarely_errs() {
+        let mut stored = StoredIds::default();
+        let n = 3 * BLOOM_FIRST_CAPACITY as u128;
+        for i in 0..n {
+            stored.insert(i * 0x9e37_79b9_7f4a_7c15);
+        }
+        assert_eq!(stored.filters.len(), 2, "the chain grew");
+        assert!((0..n).all(|i| stored.may_contain(i * 0x9e37_79b9_7f4a_7c15)));
+        let false_positives = (0..100_000u128)
+            .filter(|i| stored.may_contain((i << 64) | 0xdead))
+            .count();
+        assert!(
+            false_positives < 300,
+            "{false_positives} false positives in 100000"
+        );
     }
 
     #[test]
