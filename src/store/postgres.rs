@@ -4,7 +4,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Pool, Postgres};
 
 use super::sql::*;
-use super::tail::{EventOverlay, Forget, Indexed};
+use super::tail::{Forget, Indexed};
 use super::*;
 use super::{CohortRow, FuseChange, FuseRecord, FuseSnapshot};
 use crate::domain::admin::FeatureEnvironment;
@@ -18,28 +18,6 @@ pub struct PgStore {
     url: String,
     /// The session holding the scheduler's advisory lock while this replica leads.
     leader: std::sync::Arc<tokio::sync::Mutex<Option<sqlx::PgConnection>>>,
-}
-
-/// The SQLite store's in-process index session has nothing to hold here.
-pub(super) struct IndexSession;
-
-impl IndexSession {
-    pub(super) fn committed(self) {}
-}
-
-impl EventOverlay for IndexSession {
-    fn indexed_upto(&self) -> i64 {
-        Indexed.indexed_upto()
-    }
-    fn fold(
-        &self,
-        _: &str,
-        _: &str,
-        _: i64,
-        _: &crate::domain::fuse::outcomes::OutcomeNames,
-        _: &mut [OutcomeRow],
-    ) {
-    }
 }
 
 /// Advisory lock key of the scheduler leader ("FUSE" in ASCII).
@@ -67,8 +45,8 @@ impl PgStore {
 
     /// PostgreSQL indexes every event as it is stored (several writers and replicas
     /// share the tables), so a write transaction holds no in-process index.
-    async fn lock_index(&self) -> IndexSession {
-        IndexSession
+    async fn lock_index(&self) -> Indexed {
+        Indexed
     }
 
     async fn overlay_snapshot(&self, _environment: &str) -> Indexed {
@@ -77,7 +55,7 @@ impl PgStore {
 
     async fn advance_index(
         _: &mut sqlx::PgConnection,
-        _: &mut IndexSession,
+        _: &mut Indexed,
         _: usize,
     ) -> StoreResult<()> {
         Ok(())
@@ -85,7 +63,7 @@ impl PgStore {
 
     async fn forget_events_impl(
         _: &mut sqlx::PgConnection,
-        _: &mut IndexSession,
+        _: &mut Indexed,
         _: Forget,
     ) -> StoreResult<()> {
         Ok(())
@@ -143,7 +121,7 @@ impl PgStore {
     async fn insert_events_impl(
         conn: &mut sqlx::PgConnection,
         events: &[NewEvent],
-        _: &mut IndexSession,
+        _: &mut Indexed,
     ) -> StoreResult<Vec<bool>> {
         if events.is_empty() {
             return Ok(Vec::new());

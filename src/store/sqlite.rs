@@ -219,15 +219,10 @@ async fn load_tail(pool: &Pool<Sqlite>, move_at: usize) -> anyhow::Result<EventT
     }
     // The ids already moved to disk, into the filter that spares most probes.
     let mut conn = pool.acquire().await?;
-    let mut handle = conn.lock_handle().await?;
-    let db = handle.as_raw_handle();
+    // SAFETY (each C API call in this file): `with_raw` hands `db` to one call only.
     #[allow(unsafe_code)]
-    let scan = || {
-        // SAFETY: the handle is locked away from sqlx's worker for as long as
-        // `handle` lives, which outlives this call.
-        unsafe { raw::scan_stored_ids(db.as_ptr(), &mut tail) }
-    };
-    blocking(scan).map_err(|e| anyhow::anyhow!("reading stored event ids: {e}"))?;
+    let scan = |db| unsafe { raw::scan_stored_ids(db, &mut tail) };
+    with_raw(&mut conn, "reading stored event ids", scan).await?;
     Ok(tail)
 }
 
@@ -269,15 +264,9 @@ impl SqliteStore {
         let Some(slice) = index.slice.as_ref() else {
             return Ok(());
         };
-        let mut handle = conn.lock_handle().await?;
-        let db = handle.as_raw_handle();
         #[allow(unsafe_code)]
-        let write = || {
-            // SAFETY: as in `insert_events_impl`.
-            unsafe { raw::write_slice(db.as_ptr(), slice) }
-        };
-        blocking(write)
-            .map_err(|e| StoreError::Other(anyhow::anyhow!("moving events into the index: {e}")))
+        let write = |db| unsafe { raw::write_slice(db, slice) };
+        with_raw(conn, "moving events into the index", write).await
     }
 
     /// Deletes the index entries of events an erasure or purge is about to delete;
@@ -339,17 +328,10 @@ impl SqliteStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut handle = conn.lock_handle().await?;
-        let db = handle.as_raw_handle();
         let tail = &mut *index.tail;
         #[allow(unsafe_code)]
-        let insert = || {
-            // SAFETY: the handle is locked away from sqlx's worker for as long as
-            // `handle` lives, which outlives this call; `raw::insert_events` finalizes
-            // its statement on every path.
-            unsafe { raw::insert_events(db.as_ptr(), events, tail) }
-        };
-        blocking(insert).map_err(|e| StoreError::Other(anyhow::anyhow!("inserting events: {e}")))
+        let insert = |db| unsafe { raw::insert_events(db, events, tail) };
+        with_raw(conn, "inserting events", insert).await
     }
 
     /// Merges a group's folded exposures into the stored rows (multi-row statements;
@@ -393,14 +375,9 @@ impl SqliteStore {
         feature: &str,
         rows: &[OutcomeRow],
     ) -> StoreResult<()> {
-        let mut handle = conn.lock_handle().await?;
-        let db = handle.as_raw_handle();
         #[allow(unsafe_code)]
-        let write = || {
-            // SAFETY: as in `insert_events_impl`.
-            unsafe { raw::write_outcomes(db.as_ptr(), environment, feature, rows) }
-        };
-        blocking(write).map_err(|e| StoreError::Other(anyhow::anyhow!("writing outcomes: {e}")))
+        let write = |db| unsafe { raw::write_outcomes(db, environment, feature, rows) };
+        with_raw(conn, "writing outcomes", write).await
     }
 
     /// The exposure rows, with outcome aggregates, of some users of one feature: one
@@ -411,14 +388,9 @@ impl SqliteStore {
         feature: &str,
         users: &[&str],
     ) -> StoreResult<Vec<OutcomeRow>> {
-        let mut handle = conn.lock_handle().await?;
-        let db = handle.as_raw_handle();
         #[allow(unsafe_code)]
-        let read = || {
-            // SAFETY: as in `insert_events_impl`.
-            unsafe { raw::read_outcome_rows(db.as_ptr(), environment, feature, users) }
-        };
-        blocking(read).map_err(|e| StoreError::Other(anyhow::anyhow!("reading outcomes: {e}")))
+        let read = |db| unsafe { raw::read_outcome_rows(db, environment, feature, users) };
+        with_raw(conn, "reading outcomes", read).await
     }
 
     /// A fused feature's per-user aggregates, read with SQLite's C API on a connection
@@ -432,32 +404,34 @@ impl SqliteStore {
         feature: &str,
     ) -> StoreResult<Vec<CohortRow>> {
         let mut conn = self.pool.acquire().await?;
-        let mut handle = conn.lock_handle().await?;
-        let db = handle.as_raw_handle();
         #[allow(unsafe_code)]
-        let read = || {
-            // SAFETY: the handle is locked away from sqlx's worker for as long as
-            // `handle` lives, which outlives this call; `raw::read_outcomes` finalizes
-            // its statement on every path.
-            unsafe { raw::read_outcomes(db.as_ptr(), environment, feature) }
-        };
-        blocking(read)
-            .map_err(|e| StoreError::Other(anyhow::anyhow!("reading outcome aggregates: {e}")))
+        let read = |db| unsafe { raw::read_outcomes(db, environment, feature) };
+        with_raw(&mut conn, "reading outcome aggregates", read).await
     }
 }
 
-/// Runs blocking C API work off the async workers where the runtime allows it (a
-/// multi-threaded runtime); on a current-thread runtime (the server's main thread,
-/// where the ingest writer runs) it simply runs.
-fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::current().runtime_flavor() {
-        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
-        _ => work(),
-    }
+/// Runs C API work on `conn`'s handle, locked away from sqlx's worker thread for the
+/// whole call (so `work` may use `db` as its own; every `raw` function finalizes its
+/// statements on every path). It runs off the async workers where the runtime allows
+/// it (a multi-threaded runtime); on a current-thread runtime (the server's main
+/// thread, where the ingest writer runs) it simply runs. `what` prefixes errors.
+async fn with_raw<T>(
+    conn: &mut sqlx::SqliteConnection,
+    what: &str,
+    work: impl FnOnce(*mut libsqlite3_sys::sqlite3) -> Result<T, String>,
+) -> StoreResult<T> {
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle().as_ptr();
+    let run = || work(db);
+    let result = match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(run),
+        _ => run(),
+    };
+    result.map_err(|e| StoreError::Other(anyhow::anyhow!("{what}: {e}")))
 }
 
-/// The C API side of [`SqliteStore::read_outcomes_impl`] and
-/// [`SqliteStore::insert_events_impl`]: the crate's only unsafe code.
+/// The C API side of the store's bulk reads and writes (run through [`with_raw`]):
+/// the crate's unsafe code, apart from the one-line calls into it.
 #[allow(unsafe_code)]
 mod raw {
     use std::ffi::{c_int, CStr};

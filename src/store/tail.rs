@@ -69,8 +69,14 @@ pub(super) enum Forget {
     Before(i64),
 }
 
-/// PostgreSQL's indexes cover every event: nothing to fold.
+/// PostgreSQL's indexes cover every event: nothing to fold, and a write transaction
+/// holds no in-process index (PostgreSQL's index session).
 pub(super) struct Indexed;
+
+impl Indexed {
+    /// The transaction committed: nothing to apply.
+    pub(super) fn committed(self) {}
+}
 
 impl EventOverlay for Indexed {
     fn indexed_upto(&self) -> i64 {
