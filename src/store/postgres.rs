@@ -130,11 +130,11 @@ impl PgStore {
         let returned: Vec<(String,)> = sqlx::query_as(
             "insert into events (id, environment, kind, user_id, feature, name, enabled, variant, score, \
              session_id, properties, ts, received_at) \
-             select * from unnest(cast($1 as text[]), cast($2 as text[]), cast($3 as text[]), cast($4 as text[]), \
+             select * from unnest(cast($1 as uuid[]), cast($2 as text[]), cast($3 as text[]), cast($4 as text[]), \
              cast($5 as text[]), cast($6 as text[]), cast($7 as boolean[]), cast($8 as text[]), \
              cast($9 as double precision[]), cast($10 as text[]), cast($11 as text[]), cast($12 as bigint[]), \
              cast($13 as bigint[])) \
-             on conflict (id) do nothing returning id",
+             on conflict (id) do nothing returning cast(id as text)",
         )
         .bind(column(|e| Some(e.id.as_str())))
         .bind(column(|e| Some(e.environment.as_str())))

@@ -1953,8 +1953,8 @@ macro_rules! impl_store {
 
             async fn user_data(&self, user_id: &str) -> StoreResult<(Vec<StoredEvent>, Vec<Exposure>)> {
                 let events: Vec<EventRow> = sqlx::query_as(
-                    "select id, environment, kind, user_id, feature, name, enabled, variant, score, session_id, \
-                     properties, ts, received_at from events where user_id = $1 order by ts, id",
+                    "select cast(id as text) as id, environment, kind, user_id, feature, name, enabled, variant, score, \
+                     session_id, properties, ts, received_at from events where user_id = $1 order by ts, id",
                 )
                 .bind(user_id)
                 .fetch_all(&self.pool)
