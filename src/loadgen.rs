@@ -54,6 +54,9 @@ pub struct LoadgenArgs {
     /// SDKs generate them), `random` (UUIDv4) or `none` (the server derives them).
     #[arg(long, value_enum, default_value_t = IdStyle::TimeOrdered)]
     pub ids: IdStyle,
+    /// Also print each server thread's CPU time over the measured window.
+    #[arg(long)]
+    pub threads: bool,
 }
 
 /// Event id layouts. Ids are the dedup key, so their order decides whether storing
@@ -177,19 +180,22 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     let pid = target.pid;
     let sampler = tokio::spawn(async move {
         let mut peak = 0;
+        tokio::time::sleep_until(measure_from.into()).await;
+        let cpu_from = pid.and_then(cpu_ticks);
         while Instant::now() < end {
             if let Some(kb) = pid.and_then(|p| rss_kb(p, "VmRSS")) {
                 peak = peak.max(kb);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        peak
+        (peak, cpu_from, pid.and_then(cpu_ticks))
     });
     let mut stats = Stats::default();
     for t in tasks {
         stats.merge(t.await??);
     }
-    rss_peak_kb = rss_peak_kb.max(sampler.await.unwrap_or(0));
+    let (peak_kb, cpu_from, cpu_to) = sampler.await.unwrap_or((0, None, None));
+    rss_peak_kb = rss_peak_kb.max(peak_kb);
     let elapsed = Instant::now()
         .duration_since(measure_from)
         .as_secs_f64()
@@ -227,7 +233,95 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
             hwm as f64 / 1024.0
         );
     }
+    if let (Some(from), Some(to)) = (cpu_from, cpu_to) {
+        print_cpu(&from, &to, stats.accepted, args.threads);
+    }
     Ok(())
+}
+
+/// CPU ticks (user + system) of a process and of each of its threads, by thread id.
+struct CpuTicks {
+    total: u64,
+    threads: std::collections::HashMap<u32, (String, u64)>,
+}
+
+/// Server CPU over the measured window, per accepted event, and its busiest thread:
+/// a thread near 100% busy is the serial limit (for SQLite, the event writer).
+fn print_cpu(from: &CpuTicks, to: &CpuTicks, accepted: u64, per_thread: bool) {
+    let hz = 100.0; // USER_HZ, fixed at 100 on Linux for /proc's clock ticks
+    let window = |ticks: u64| ticks as f64 / hz;
+    let per_event = |ticks: u64| window(ticks) * 1e6 / accepted.max(1) as f64;
+    let busiest = to
+        .threads
+        .iter()
+        .map(|(tid, (name, t))| {
+            let before = from.threads.get(tid).map_or(0, |(_, b)| *b);
+            (name.as_str(), t.saturating_sub(before))
+        })
+        .max_by_key(|(_, t)| *t);
+    let total = to.total.saturating_sub(from.total);
+    if per_thread {
+        let mut threads: Vec<_> = to
+            .threads
+            .iter()
+            .map(|(tid, (name, t))| {
+                let before = from.threads.get(tid).map_or(0, |(_, b)| *b);
+                (t.saturating_sub(before), *tid, name.as_str())
+            })
+            .filter(|(t, _, _)| *t > 0)
+            .collect();
+        threads.sort_unstable_by(|a, b| b.cmp(a));
+        for (t, tid, name) in threads {
+            println!("  thread {tid} `{name}`: {:.2} s", window(t));
+        }
+    }
+    print!(
+        "server CPU {:.1} s, {:.1} us/event",
+        window(total),
+        per_event(total)
+    );
+    if let Some((name, t)) = busiest {
+        print!(
+            "; busiest thread `{name}` {:.1} s, {:.1} us/event",
+            window(t),
+            per_event(t)
+        );
+    }
+    println!();
+}
+
+fn cpu_ticks(pid: u32) -> Option<CpuTicks> {
+    // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+    let parse = |stat: &str| -> Option<(String, u64)> {
+        let open = stat.find('(')?;
+        let close = stat.rfind(')')?;
+        let name = stat.get(open + 1..close)?.to_string();
+        let rest: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+        let ticks = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+        Some((name, ticks))
+    };
+    let (_, total) = parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let mut threads = std::collections::HashMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(t) = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .as_deref()
+            .and_then(parse)
+        {
+            threads.insert(tid, t);
+        }
+    }
+    Some(CpuTicks { total, threads })
 }
 
 #[derive(Default)]
