@@ -182,19 +182,23 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         let mut peak = 0;
         tokio::time::sleep_until(measure_from.into()).await;
         let cpu_from = pid.and_then(cpu_ticks);
+        let client_from = cpu_ticks(std::process::id());
         while Instant::now() < end {
             if let Some(kb) = pid.and_then(|p| rss_kb(p, "VmRSS")) {
                 peak = peak.max(kb);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        (peak, cpu_from, pid.and_then(cpu_ticks))
+        let client = client_from
+            .zip(cpu_ticks(std::process::id()))
+            .map(|(a, b)| b.total.saturating_sub(a.total));
+        (peak, cpu_from, pid.and_then(cpu_ticks), client)
     });
     let mut stats = Stats::default();
     for t in tasks {
         stats.merge(t.await??);
     }
-    let (peak_kb, cpu_from, cpu_to) = sampler.await.unwrap_or((0, None, None));
+    let (peak_kb, cpu_from, cpu_to, client_ticks) = sampler.await.unwrap_or((0, None, None, None));
     rss_peak_kb = rss_peak_kb.max(peak_kb);
     let elapsed = Instant::now()
         .duration_since(measure_from)
@@ -235,6 +239,13 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     }
     if let (Some(from), Some(to)) = (cpu_from, cpu_to) {
         print_cpu(&from, &to, stats.accepted, args.threads);
+    }
+    if let Some(ticks) = client_ticks {
+        println!(
+            "client (this process) CPU {:.1} s, {:.1} us/event",
+            ticks as f64 / 100.0,
+            ticks as f64 / 100.0 * 1e6 / stats.accepted.max(1) as f64
+        );
     }
     Ok(())
 }
