@@ -190,7 +190,9 @@ async fn run_writer(store: Arc<dyn Store>, rx: Receiver) {
 async fn write_group(store: &dyn Store, mut group: Vec<Job>) {
     // An id repeated within the group is stored once: its later copies are duplicates.
     let first_copy: Vec<Vec<bool>> = {
-        let mut seen = HashSet::new();
+        let size = group.iter().map(|job| job.events.len()).sum();
+        let mut seen: HashSet<&str, foldhash::fast::RandomState> =
+            HashSet::with_capacity_and_hasher(size, Default::default());
         group
             .iter()
             .map(|job| {
@@ -229,4 +231,12 @@ async fn write_group(store: &dyn Store, mut group: Vec<Job>) {
             }
         }
     }
+    // Freeing a large group's strings (several per event) is measurable work on the
+    // writer's serial path; a blocking-pool thread does it instead.
+    if events.len() >= OFFLOAD_DROP_EVENTS {
+        tokio::task::spawn_blocking(move || drop(events));
+    }
 }
+
+/// Groups at least this large are freed off the writer task.
+const OFFLOAD_DROP_EVENTS: usize = 512;

@@ -70,6 +70,26 @@ impl PgStore {
     }
 
     /// The exposure rows, with outcome aggregates, of some users of one feature.
+    /// Runs an [`outcome_sql`](super::sql::outcome_sql) statement.
+    async fn outcome_rows_impl(
+        conn: &mut sqlx::PgConnection,
+        sql: &str,
+        params: &[SqlParam<'_>],
+    ) -> StoreResult<Vec<OutcomeRow>> {
+        let mut q = sqlx::query_as::<_, OutcomeSqlRow>(sqlx::AssertSqlSafe(sql.to_string()));
+        for param in params {
+            q = match *param {
+                SqlParam::Text(text) => q.bind(text),
+                SqlParam::Int(int) => q.bind(int),
+            };
+        }
+        Ok(q.fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(OutcomeRow::from_sql)
+            .collect())
+    }
+
     async fn read_outcome_rows_impl(
         conn: &mut sqlx::PgConnection,
         environment: &str,

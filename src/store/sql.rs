@@ -449,6 +449,14 @@ pub(super) fn exposures_of_users_sql(columns: &str, backend: super::Backend) -> 
 }
 
 /// A row of [`outcome_sql`].
+/// A bind parameter of a statement that each backend runs its own way (sqlx, or
+/// SQLite's C API, see `SqliteStore::outcome_rows_impl`).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum SqlParam<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
 pub(super) type OutcomeSqlRow = (
     String,
     bool,
@@ -1025,20 +1033,16 @@ macro_rules! impl_store {
                 let chunks: Vec<&[&str]> = if users.is_empty() { vec![&[]] } else { users.chunks(EVENT_CHUNK).collect() };
                 for chunk in chunks {
                     let sql = outcome_sql(names.activation.len(), names.adoption.len(), !chunk.is_empty(), $backend);
-                    let mut q = sqlx::query_as::<_, OutcomeSqlRow>(sqlx::AssertSqlSafe(sql))
-                        .bind(environment)
-                        .bind(feature)
-                        .bind(as_of);
-                    for name in names.activation.iter().chain(&names.adoption) {
-                        q = q.bind(name);
-                    }
-                    if !chunk.is_empty() {
-                        q = q.bind(to_json(&chunk)?);
+                    let users_json = if chunk.is_empty() { None } else { Some(to_json(&chunk)?) };
+                    let mut params = vec![SqlParam::Text(environment), SqlParam::Text(feature), SqlParam::Int(as_of)];
+                    params.extend(names.activation.iter().chain(&names.adoption).map(|n| SqlParam::Text(n)));
+                    if let Some(users) = &users_json {
+                        params.push(SqlParam::Text(users));
                     }
                     if matches!($backend, Backend::Sqlite) {
-                        q = q.bind(overlay.indexed_upto());
+                        params.push(SqlParam::Int(overlay.indexed_upto()));
                     }
-                    out.extend(q.fetch_all(&mut *conn).await?.into_iter().map(OutcomeRow::from_sql));
+                    out.extend(Self::outcome_rows_impl(conn, &sql, &params).await?);
                 }
                 overlay.fold(environment, feature, as_of, names, &mut out);
                 Ok(out)
@@ -1083,7 +1087,11 @@ macro_rules! impl_store {
                         .map(|(_, user)| *user)
                         .collect();
                     users.sort_unstable();
-                    for chunk in users.chunks(EVENT_CHUNK) {
+                    // SQLite's rows go through the C API one prepared statement per row,
+                    // with no parameter limit: one chunk, so one hand-off to its worker
+                    // thread each way instead of one per 500 users.
+                    let chunk_size = if matches!($backend, Backend::Sqlite) { users.len().max(1) } else { EVENT_CHUNK };
+                    for chunk in users.chunks(chunk_size) {
                         let mut changed = Vec::new();
                         for mut row in Self::read_outcome_rows_impl(conn, environment, feature, chunk).await? {
                             let before = row.outcomes;

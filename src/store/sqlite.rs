@@ -380,6 +380,19 @@ impl SqliteStore {
         with_raw(conn, "writing outcomes", write).await
     }
 
+    /// Runs an [`outcome_sql`](super::sql::outcome_sql) statement through the C API.
+    /// Through sqlx each result row is a message from its worker thread to the writer
+    /// task; late-exposure rebuilds run this in every ingest group.
+    async fn outcome_rows_impl(
+        conn: &mut sqlx::SqliteConnection,
+        sql: &str,
+        params: &[SqlParam<'_>],
+    ) -> StoreResult<Vec<OutcomeRow>> {
+        #[allow(unsafe_code)]
+        let query = |db| unsafe { raw::outcome_rows(db, sql, params) };
+        with_raw(conn, "computing outcomes", query).await
+    }
+
     /// The exposure rows, with outcome aggregates, of some users of one feature: one
     /// primary-key lookup per user through the C API (see `write_outcomes_impl`).
     async fn read_outcome_rows_impl(
@@ -439,7 +452,7 @@ mod raw {
 
     use libsqlite3_sys as ffi;
 
-    use super::super::sql::{OutcomeRow, OUTCOME_COLUMNS};
+    use super::super::sql::{OutcomeRow, SqlParam, OUTCOME_COLUMNS};
     use super::super::tail::{id_bits, EventTail, Slice};
     use super::CohortRow;
     use crate::domain::fuse::outcomes::UserOutcomes;
@@ -775,6 +788,79 @@ mod raw {
             run(db, s)?;
         }
         Ok(())
+    }
+
+    /// Runs an [`outcome_sql`](super::super::sql::outcome_sql) statement. Its `$N`
+    /// parameters are bound by number, as sqlx does: SQLite numbers named parameters
+    /// in order of first appearance, not by the digits in their names.
+    ///
+    /// # Safety
+    /// `db` must be a valid connection that no other thread uses during the call.
+    pub(super) unsafe fn outcome_rows(
+        db: *mut ffi::sqlite3,
+        sql: &str,
+        params: &[SqlParam<'_>],
+    ) -> Result<Vec<OutcomeRow>, String> {
+        let stmt = prepare(db, sql)?;
+        let s = stmt.0;
+        for index in 1..=ffi::sqlite3_bind_parameter_count(s) {
+            let name = ffi::sqlite3_bind_parameter_name(s, index);
+            let number = if name.is_null() {
+                None
+            } else {
+                CStr::from_ptr(name)
+                    .to_str()
+                    .ok()
+                    .and_then(|n| n.strip_prefix('$'))
+                    .and_then(|n| n.parse::<usize>().ok())
+            };
+            let param = number
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|n| params.get(n))
+                .ok_or_else(|| format!("no value for parameter {index} of an outcome query"))?;
+            let rc = match *param {
+                SqlParam::Text(text) => {
+                    bind_text(db, s, index, Some(text))?;
+                    ffi::SQLITE_OK
+                }
+                SqlParam::Int(int) => ffi::sqlite3_bind_int64(s, index, int),
+            };
+            if rc != ffi::SQLITE_OK {
+                return Err(error(db));
+            }
+        }
+        let mut rows = Vec::new();
+        loop {
+            match ffi::sqlite3_step(s) {
+                ffi::SQLITE_ROW => {
+                    let text = ffi::sqlite3_column_text(s, 0);
+                    let user_id = if text.is_null() {
+                        String::new()
+                    } else {
+                        let len = usize::try_from(ffi::sqlite3_column_bytes(s, 0)).unwrap_or(0);
+                        String::from_utf8_lossy(std::slice::from_raw_parts(text, len)).into_owned()
+                    };
+                    let feedback_sum = (ffi::sqlite3_column_type(s, 9) != ffi::SQLITE_NULL)
+                        .then(|| ffi::sqlite3_column_double(s, 9));
+                    rows.push(OutcomeRow::from_sql((
+                        user_id,
+                        int(s, 1).unwrap_or(0) != 0,
+                        int(s, 2).unwrap_or(0),
+                        int(s, 3).unwrap_or(0),
+                        int(s, 4).unwrap_or(0),
+                        int(s, 5).unwrap_or(0),
+                        int(s, 6),
+                        int(s, 7),
+                        int(s, 8),
+                        feedback_sum,
+                        int(s, 10).unwrap_or(0),
+                        int(s, 11),
+                    )));
+                }
+                ffi::SQLITE_DONE => return Ok(rows),
+                _ => return Err(error(db)),
+            }
+        }
     }
 
     unsafe fn int(stmt: *mut ffi::sqlite3_stmt, column: c_int) -> Option<i64> {
