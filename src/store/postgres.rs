@@ -146,59 +146,16 @@ impl PgStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        // Redelivered ids are rare, so the group is first inserted as if all were new:
-        // `on conflict do nothing` costs an extra probe of the id index per event
-        // (PostgreSQL checks for a conflict before inserting, then inserts), which
-        // profiles showed as 12% of the server's CPU. A duplicate aborts that
-        // attempt; the savepoint undoes it and the group is inserted again with the
-        // conflict check, which reports which events were new.
-        sqlx::query("savepoint new_events")
-            .execute(&mut *conn)
-            .await?;
-        match Self::insert_events_sql(conn, events, false).await {
-            Ok(_) => {
-                sqlx::query("release savepoint new_events")
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(vec![true; events.len()])
-            }
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                sqlx::query("rollback to savepoint new_events")
-                    .execute(&mut *conn)
-                    .await?;
-                let mut new: std::collections::HashSet<String> =
-                    Self::insert_events_sql(conn, events, true)
-                        .await?
-                        .into_iter()
-                        .collect();
-                // An id twice in one call is stored once: its first copy is the new one.
-                Ok(events.iter().map(|e| new.remove(&e.id)).collect())
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// One insert over column arrays; with `on_conflict`, duplicates are skipped and
-    /// the ids stored are returned.
-    async fn insert_events_sql(
-        conn: &mut sqlx::PgConnection,
-        events: &[NewEvent],
-        on_conflict: bool,
-    ) -> Result<Vec<String>, sqlx::Error> {
         let column = |f: fn(&NewEvent) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
-        let tail = if on_conflict {
-            " on conflict (id) do nothing returning cast(id as text)"
-        } else {
-            ""
-        };
-        let query = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(format!(
+        let returned: Vec<(String,)> = sqlx::query_as(
             "insert into events (id, environment, kind, user_id, feature, name, enabled, variant, score, \
              session_id, properties, ts, received_at) \
              select * from unnest(cast($1 as uuid[]), cast($2 as text[]), cast($3 as text[]), cast($4 as text[]), \
              cast($5 as text[]), cast($6 as text[]), cast($7 as boolean[]), cast($8 as text[]), \
              cast($9 as double precision[]), cast($10 as text[]), cast($11 as text[]), cast($12 as bigint[]), \
-             cast($13 as bigint[])){tail}"
-        )))
+             cast($13 as bigint[])) \
+             on conflict (id) do nothing returning cast(id as text)",
+        )
         .bind(column(|e| Some(e.id.as_str())))
         .bind(column(|e| Some(e.environment.as_str())))
         .bind(column(|e| Some(e.kind)))
@@ -211,13 +168,13 @@ impl PgStore {
         .bind(column(|e| e.session_id.as_deref()))
         .bind(column(|e| e.properties.as_deref()))
         .bind(events.iter().map(|e| e.ts).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>());
-        Ok(query
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .map(|(id,)| id)
-            .collect())
+        .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut new: std::collections::HashSet<String> =
+            returned.into_iter().map(|(id,)| id).collect();
+        // An id twice in one call is stored once: its first copy is the new one.
+        Ok(events.iter().map(|e| new.remove(&e.id)).collect())
     }
 }
 
