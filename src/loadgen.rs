@@ -301,17 +301,20 @@ fn print_cpu(from: &CpuTicks, to: &CpuTicks, accepted: u64, per_thread: bool) {
     println!();
 }
 
+/// A thread's or process's name and CPU ticks (utime + stime) from a `stat` line.
+/// The name is parenthesised and may itself hold spaces and parentheses, so the
+/// numbered fields are counted from the last `)`: state is field 3, utime 14, stime 15.
+fn parse_stat(stat: &str) -> Option<(String, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?.to_string();
+    let rest: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    let ticks = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+    Some((name, ticks))
+}
+
 fn cpu_ticks(pid: u32) -> Option<CpuTicks> {
-    // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
-    let parse = |stat: &str| -> Option<(String, u64)> {
-        let open = stat.find('(')?;
-        let close = stat.rfind(')')?;
-        let name = stat.get(open + 1..close)?.to_string();
-        let rest: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
-        let ticks = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
-        Some((name, ticks))
-    };
-    let (_, total) = parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let (_, total) = parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
     let mut threads = std::collections::HashMap::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
         .ok()?
@@ -327,7 +330,7 @@ fn cpu_ticks(pid: u32) -> Option<CpuTicks> {
         if let Some(t) = std::fs::read_to_string(entry.path().join("stat"))
             .ok()
             .as_deref()
-            .and_then(parse)
+            .and_then(parse_stat)
         {
             threads.insert(tid, t);
         }
@@ -592,4 +595,30 @@ fn rss_kb(pid: u32, field: &str) -> Option<u64> {
         .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_stat;
+
+    #[test]
+    fn stat_lines_are_read_past_names_with_spaces_and_parentheses() {
+        let line = "4242 (actix-rt|system:0) (x)) S 1 4242 4242 0 -1 4194624 1200 0 0 0 \
+                    731 95 0 0 20 0 6 0 1234 801484 57588 18446744073709551615";
+        assert_eq!(
+            parse_stat(line),
+            Some(("actix-rt|system:0) (x)".to_string(), 731 + 95))
+        );
+        assert_eq!(parse_stat("4242 (fusebox) S 1 2"), None);
+        assert_eq!(parse_stat("no name here"), None);
+    }
+
+    #[test]
+    fn this_process_has_a_readable_stat_line() {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", std::process::id()));
+        if let Ok(stat) = stat {
+            let (name, _) = parse_stat(&stat).expect("a Linux stat line parses");
+            assert!(!name.is_empty());
+        }
+    }
 }
