@@ -69,7 +69,6 @@ impl PgStore {
         Ok(())
     }
 
-    /// The exposure rows, with outcome aggregates, of some users of one feature.
     /// Runs an [`outcome_sql`](super::sql::outcome_sql) statement.
     async fn outcome_rows_impl(
         conn: &mut sqlx::PgConnection,
@@ -90,6 +89,7 @@ impl PgStore {
             .collect())
     }
 
+    /// The exposure rows, with outcome aggregates, of some users of one feature.
     async fn read_outcome_rows_impl(
         conn: &mut sqlx::PgConnection,
         environment: &str,

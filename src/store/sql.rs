@@ -448,7 +448,6 @@ pub(super) fn exposures_of_users_sql(columns: &str, backend: super::Backend) -> 
     }
 }
 
-/// A row of [`outcome_sql`].
 /// A bind parameter of a statement that each backend runs its own way (sqlx, or
 /// SQLite's C API, see `SqliteStore::outcome_rows_impl`).
 #[derive(Debug, Clone, Copy)]
@@ -457,6 +456,7 @@ pub(super) enum SqlParam<'a> {
     Int(i64),
 }
 
+/// A row of [`outcome_sql`].
 pub(super) type OutcomeSqlRow = (
     String,
     bool,
