@@ -1086,30 +1086,31 @@ macro_rules! impl_store {
                         .filter(|(env, user)| env == environment && !rebuilt.contains(user))
                         .map(|(_, user)| *user)
                         .collect();
-                    users.sort_unstable();
-                    // SQLite's rows go through the C API one prepared statement per row,
-                    // with no parameter limit: one chunk, so one hand-off to its worker
-                    // thread each way instead of one per 500 users.
-                    let chunk_size = if matches!($backend, Backend::Sqlite) { users.len().max(1) } else { EVENT_CHUNK };
-                    for chunk in users.chunks(chunk_size) {
-                        let mut changed = Vec::new();
-                        for mut row in Self::read_outcome_rows_impl(conn, environment, feature, chunk).await? {
-                            let before = row.outcomes;
-                            for e in by_user.get(&(environment.as_str(), row.user_id.as_str())).into_iter().flatten() {
-                                row.outcomes.apply(feature, row.t0, names, &OutcomeEvent {
-                                    kind: e.kind,
-                                    feature: e.feature.as_deref(),
-                                    name: e.name.as_deref(),
-                                    score: e.score,
-                                    ts: e.ts,
-                                });
-                            }
-                            if row.outcomes != before {
-                                changed.push(row);
-                            }
-                        }
-                        Self::write_outcomes(conn, environment, feature, &changed).await?;
+                    if users.is_empty() {
+                        continue;
                     }
+                    users.sort_unstable();
+                    // One read and one write for all of them: both backends take the
+                    // users as one parameter (PostgreSQL a JSON array and column arrays,
+                    // SQLite one prepared statement stepped per row), so chunking would
+                    // only add round trips.
+                    let mut changed = Vec::new();
+                    for mut row in Self::read_outcome_rows_impl(conn, environment, feature, &users).await? {
+                        let before = row.outcomes;
+                        for e in by_user.get(&(environment.as_str(), row.user_id.as_str())).into_iter().flatten() {
+                            row.outcomes.apply(feature, row.t0, names, &OutcomeEvent {
+                                kind: e.kind,
+                                feature: e.feature.as_deref(),
+                                name: e.name.as_deref(),
+                                score: e.score,
+                                ts: e.ts,
+                            });
+                        }
+                        if row.outcomes != before {
+                            changed.push(row);
+                        }
+                    }
+                    Self::write_outcomes(conn, environment, feature, &changed).await?;
                 }
                 Ok(())
             }
