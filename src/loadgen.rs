@@ -254,6 +254,8 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
 struct CpuTicks {
     total: u64,
     threads: std::collections::HashMap<u32, (String, u64)>,
+    /// Per thread: nanoseconds spent runnable but waiting for a CPU (`schedstat`).
+    waits: std::collections::HashMap<u32, u64>,
 }
 
 /// Server CPU over the measured window, per accepted event, and its busiest thread:
@@ -282,8 +284,22 @@ fn print_cpu(from: &CpuTicks, to: &CpuTicks, accepted: u64, per_thread: bool) {
             .filter(|(t, _, _)| *t > 0)
             .collect();
         threads.sort_unstable_by(|a, b| b.cmp(a));
+        // Run-queue wait: time the thread was ready but another thread held the CPU.
+        // A serial thread with a large wait is starved of CPU, not limited by itself.
+        let wait = |tid: &u32| {
+            let before = from.waits.get(tid).copied().unwrap_or(0);
+            to.waits
+                .get(tid)
+                .map(|w| w.saturating_sub(before) as f64 / 1e9)
+        };
         for (t, tid, name) in threads {
-            println!("  thread {tid} `{name}`: {:.2} s", window(t));
+            match wait(&tid) {
+                Some(w) => println!(
+                    "  thread {tid} `{name}`: {:.2} s on CPU, {w:.2} s waiting for one",
+                    window(t)
+                ),
+                None => println!("  thread {tid} `{name}`: {:.2} s", window(t)),
+            }
         }
     }
     print!(
@@ -316,6 +332,7 @@ fn parse_stat(stat: &str) -> Option<(String, u64)> {
 fn cpu_ticks(pid: u32) -> Option<CpuTicks> {
     let (_, total) = parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
     let mut threads = std::collections::HashMap::new();
+    let mut waits = std::collections::HashMap::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
         .ok()?
         .flatten()
@@ -334,8 +351,20 @@ fn cpu_ticks(pid: u32) -> Option<CpuTicks> {
         {
             threads.insert(tid, t);
         }
+        // `schedstat` is "on-CPU ns, run-queue wait ns, timeslices" (absent without
+        // CONFIG_SCHED_INFO, in which case the report leaves the wait out).
+        if let Some(w) = std::fs::read_to_string(entry.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        {
+            waits.insert(tid, w);
+        }
     }
-    Some(CpuTicks { total, threads })
+    Some(CpuTicks {
+        total,
+        threads,
+        waits,
+    })
 }
 
 #[derive(Default)]
