@@ -53,14 +53,6 @@ impl PgStore {
         Indexed
     }
 
-    async fn advance_index(
-        _: &mut sqlx::PgConnection,
-        _: &mut Indexed,
-        _: usize,
-    ) -> StoreResult<()> {
-        Ok(())
-    }
-
     async fn forget_events_impl(
         _: &mut sqlx::PgConnection,
         _: &mut Indexed,
@@ -131,6 +123,159 @@ impl PgStore {
             *leader = Some(conn);
         }
         Ok(locked)
+    }
+}
+
+impl PgStore {
+    /// Stores one ingest group in one transaction: the events, the exposure rows they
+    /// fold into, the outcome aggregates of fused features, the watermarks, the
+    /// quarantine and the hourly counts. Several writers (and replicas) run this
+    /// concurrently; outcome upkeep is serialised by an advisory lock.
+    async fn ingest_impl(
+        &self,
+        events: &[NewEvent],
+        quarantine: &[NewQuarantine],
+    ) -> StoreResult<Vec<bool>> {
+        let mut index = self.lock_index().await;
+        let mut tx = self.begin_write().await?;
+        let fresh = Self::insert_events_impl(&mut tx, events, &mut index).await?;
+        let stored: Vec<&NewEvent> = events
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, new)| **new)
+            .map(|(e, _)| e)
+            .collect();
+        let exposures = fold_exposures(stored.iter().copied().filter(|e| e.kind == "exposure"));
+        let environments: std::collections::BTreeSet<&str> =
+            stored.iter().map(|e| e.environment.as_str()).collect();
+        let mut fused = Vec::new();
+        for environment in environments {
+            for (feature, names) in Self::fused_outcomes(&mut tx, environment).await? {
+                fused.push((environment.to_string(), feature, names));
+            }
+        }
+        let mut upkeep = Vec::new();
+        if !fused.is_empty() {
+            Self::lock_outcomes(&mut tx).await?;
+            // Each row's t0 before this group's exposures are folded in.
+            for (environment, feature, names) in fused {
+                let exposed = exposed_users(&exposures, &environment, &feature);
+                let mut old_t0 = std::collections::HashMap::new();
+                let users: Vec<&str> = exposed.iter().map(|(user, _)| *user).collect();
+                for chunk in users.chunks(EVENT_CHUNK) {
+                    let q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(
+                        exposures_of_users_sql("user_id, t0", Backend::Postgres),
+                    ))
+                    .bind(&environment)
+                    .bind(&feature)
+                    .bind(to_json(&chunk)?);
+                    old_t0.extend(q.fetch_all(&mut *tx).await?);
+                }
+                let rebuild = users_to_rebuild(&exposed, &old_t0);
+                upkeep.push(FusedUpkeep {
+                    environment,
+                    feature,
+                    names,
+                    rebuild,
+                });
+            }
+        }
+        if !exposures.is_empty() {
+            Self::upsert_exposures_impl(&mut tx, &exposures).await?;
+        }
+        if !upkeep.is_empty() {
+            let by_user = outcome_events_by_user(&stored);
+            for fused in &upkeep {
+                Self::maintain(&mut tx, fused, &by_user).await?;
+            }
+        }
+        for (environment, at) in ingest_watermarks(&stored) {
+            sqlx::query(WATERMARK_UPSERT)
+                .bind(environment)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for chunk in quarantine.chunks(EVENT_CHUNK) {
+            let sql = multi_row_sql(
+                &format!("insert into quarantine ({QUARANTINE_COLUMNS}) values "),
+                6,
+                chunk.len(),
+                "",
+                Backend::Postgres,
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(r.received_at)
+                    .bind(&r.environment)
+                    .bind(&r.token_name)
+                    .bind(&r.reason)
+                    .bind(&r.message)
+                    .bind(&r.raw);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for c in ingest_hourly(events, &fresh, quarantine) {
+            sqlx::query(HOURLY_UPSERT)
+                .bind(c.hour)
+                .bind(c.environment)
+                .bind(c.accepted)
+                .bind(c.duplicates)
+                .bind(c.quarantined)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        index.committed();
+        Ok(fresh)
+    }
+
+    /// Features of `environment` whose outcome aggregates are built, with the names
+    /// they were built for.
+    async fn fused_outcomes(
+        conn: &mut sqlx::PgConnection,
+        environment: &str,
+    ) -> StoreResult<Vec<(String, crate::domain::fuse::outcomes::OutcomeNames)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(FUSED_OUTCOMES)
+            .bind(environment)
+            .fetch_all(&mut *conn)
+            .await?;
+        rows.into_iter()
+            .map(|(feature, names)| Ok((feature, from_json(&names)?)))
+            .collect()
+    }
+
+    /// Keeps one fused feature's outcome aggregates current with an ingest group:
+    /// rebuilds the rows [`FusedUpkeep::rebuild`] names from their stored events,
+    /// and folds the group's events into every other exposed user's row.
+    async fn maintain(
+        conn: &mut sqlx::PgConnection,
+        upkeep: &FusedUpkeep<'_>,
+        by_user: &OutcomeEventsByUser<'_>,
+    ) -> StoreResult<()> {
+        let (environment, feature) = (upkeep.environment.as_str(), upkeep.feature.as_str());
+        if !upkeep.rebuild.is_empty() {
+            let rows = Self::compute_outcomes(
+                conn,
+                environment,
+                feature,
+                i64::MAX,
+                &upkeep.names,
+                &upkeep.rebuild,
+                &Indexed,
+            )
+            .await?;
+            Self::write_outcomes(conn, environment, feature, &rows).await?;
+        }
+        let users = users_to_fold(by_user, environment, &upkeep.rebuild);
+        if users.is_empty() {
+            return Ok(());
+        }
+        // One read and one write for all of them (the users go as one JSON array).
+        let rows = Self::read_outcome_rows_impl(conn, environment, feature, &users).await?;
+        let changed = fold_group_events(rows, by_user, upkeep);
+        Self::write_outcomes(conn, environment, feature, &changed).await
     }
 }
 

@@ -6,7 +6,7 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::{Exposure, NewEvent, StoreError, StoreResult, StoredEvent};
+use super::{Exposure, NewEvent, NewQuarantine, StoreError, StoreResult, StoredEvent};
 
 pub(super) fn to_json<T: Serialize>(value: &T) -> StoreResult<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Other(e.into()))
@@ -584,6 +584,224 @@ pub(super) fn fold_exposures<'a>(events: impl Iterator<Item = &'a NewEvent>) -> 
     out
 }
 
+/// Upsert of an environment's ingest watermark (`$1` environment, `$2` time): it
+/// only moves forward.
+pub(super) const WATERMARK_UPSERT: &str =
+    "insert into ingest_watermarks (environment, last_received_at) values ($1, $2) \
+     on conflict (environment) do update set last_received_at = \
+     case when excluded.last_received_at > ingest_watermarks.last_received_at \
+     then excluded.last_received_at else ingest_watermarks.last_received_at end";
+
+/// Upsert of one hour's ingest counts (`$1` hour, `$2` environment, `$3` accepted,
+/// `$4` duplicates, `$5` quarantined): added to what the hour already has.
+pub(super) const HOURLY_UPSERT: &str =
+    "insert into ingest_hourly (hour, environment, accepted, duplicates, quarantined) \
+     values ($1, $2, $3, $4, $5) on conflict (hour, environment) do update set \
+     accepted = ingest_hourly.accepted + excluded.accepted, \
+     duplicates = ingest_hourly.duplicates + excluded.duplicates, \
+     quarantined = ingest_hourly.quarantined + excluded.quarantined";
+
+/// Features of `$1` (an environment) whose outcome aggregates are built, with the
+/// names (JSON) they were built for.
+pub(super) const FUSED_OUTCOMES: &str = "select feature, outcome_names from fuses \
+     where environment = $1 and outcome_names is not null order by feature";
+
+/// Columns of a quarantine insert, in bind order (one [`NewQuarantine`] per row).
+pub(super) const QUARANTINE_COLUMNS: &str =
+    "received_at, environment, token_name, reason, message, raw";
+
+/// Per environment, the latest receive time among a group's newly stored events.
+pub(super) fn ingest_watermarks<'a>(stored: &[&'a NewEvent]) -> Vec<(&'a str, i64)> {
+    let mut latest: std::collections::BTreeMap<&str, i64> = Default::default();
+    for e in stored {
+        let t = latest
+            .entry(e.environment.as_str())
+            .or_insert(e.received_at);
+        *t = (*t).max(e.received_at);
+    }
+    latest.into_iter().collect()
+}
+
+/// One hour's ingest counts of one environment, for the UI.
+pub(super) struct HourlyCount<'a> {
+    pub hour: i64,
+    pub environment: &'a str,
+    pub accepted: i64,
+    pub duplicates: i64,
+    pub quarantined: i64,
+}
+
+/// A group's counts per (hour, environment): accepted and duplicate events (`fresh`
+/// says which were new) and quarantined records.
+pub(super) fn ingest_hourly<'a>(
+    events: &'a [NewEvent],
+    fresh: &[bool],
+    quarantine: &'a [NewQuarantine],
+) -> Vec<HourlyCount<'a>> {
+    let hour = |t: i64| t - t.rem_euclid(3_600_000);
+    let mut counts: std::collections::BTreeMap<(i64, &str), (i64, i64, i64)> = Default::default();
+    for (e, new) in events.iter().zip(fresh) {
+        let c = counts
+            .entry((hour(e.received_at), e.environment.as_str()))
+            .or_default();
+        if *new {
+            c.0 += 1
+        } else {
+            c.1 += 1
+        }
+    }
+    for r in quarantine {
+        let environment = r.environment.as_deref().unwrap_or("");
+        counts
+            .entry((hour(r.received_at), environment))
+            .or_default()
+            .2 += 1;
+    }
+    counts
+        .into_iter()
+        .map(
+            |((hour, environment), (accepted, duplicates, quarantined))| HourlyCount {
+                hour,
+                environment,
+                accepted,
+                duplicates,
+                quarantined,
+            },
+        )
+        .collect()
+}
+
+/// Outcome upkeep of one fused feature for one ingest group (see `maintain` in the
+/// backends): which users' aggregates are rebuilt from their stored events, and the
+/// group's outcome events by user, folded into everyone else's.
+pub(super) struct FusedUpkeep<'a> {
+    pub environment: String,
+    pub feature: String,
+    pub names: crate::domain::fuse::outcomes::OutcomeNames,
+    /// The group's exposed users whose exposure row is new, or whose t0 moved
+    /// earlier: events may have arrived before the exposure did. Sorted.
+    pub rebuild: Vec<&'a str>,
+}
+
+/// The users a group exposed to one feature, with the t0 the group gives them.
+pub(super) fn exposed_users<'a>(
+    exposures: &'a [Exposure],
+    environment: &str,
+    feature: &str,
+) -> Vec<(&'a str, i64)> {
+    exposures
+        .iter()
+        .filter(|x| x.environment == environment && x.feature == feature)
+        .map(|x| (x.user_id.as_str(), x.t0))
+        .collect()
+}
+
+/// Of a group's exposed users, those to rebuild: no stored row yet (`old_t0` has
+/// none), or the group moves their t0 earlier. Sorted.
+pub(super) fn users_to_rebuild<'a>(
+    exposed: &[(&'a str, i64)],
+    old_t0: &std::collections::HashMap<String, i64>,
+) -> Vec<&'a str> {
+    let mut rebuild: Vec<&str> = exposed
+        .iter()
+        .filter(|(user, t0)| old_t0.get(*user).is_none_or(|old| t0 < old))
+        .map(|(user, _)| *user)
+        .collect();
+    rebuild.sort_unstable();
+    rebuild
+}
+
+/// A group's events that can change outcomes (all but exposures), by (environment, user).
+pub(super) type OutcomeEventsByUser<'a> =
+    std::collections::HashMap<(&'a str, &'a str), Vec<&'a NewEvent>, foldhash::fast::RandomState>;
+
+pub(super) fn outcome_events_by_user<'a>(events: &[&'a NewEvent]) -> OutcomeEventsByUser<'a> {
+    let mut by_user = OutcomeEventsByUser::default();
+    for e in events.iter().filter(|e| e.kind != "exposure") {
+        by_user
+            .entry((e.environment.as_str(), e.user_id.as_str()))
+            .or_default()
+            .push(e);
+    }
+    by_user
+}
+
+/// Users of `environment` with outcome events in the group, except those rebuilt:
+/// their stored aggregates get the group's events folded in. Sorted.
+pub(super) fn users_to_fold<'a>(
+    by_user: &OutcomeEventsByUser<'a>,
+    environment: &str,
+    rebuild: &[&str],
+) -> Vec<&'a str> {
+    let mut users: Vec<&str> = by_user
+        .keys()
+        .filter(|(env, user)| *env == environment && rebuild.binary_search(user).is_err())
+        .map(|(_, user)| *user)
+        .collect();
+    users.sort_unstable();
+    users
+}
+
+/// Folds the group's outcome events into stored rows; returns the rows that changed.
+pub(super) fn fold_group_events(
+    rows: Vec<OutcomeRow>,
+    by_user: &OutcomeEventsByUser<'_>,
+    upkeep: &FusedUpkeep<'_>,
+) -> Vec<OutcomeRow> {
+    use crate::domain::fuse::outcomes::OutcomeEvent;
+    let mut changed = Vec::new();
+    for mut row in rows {
+        let before = row.outcomes;
+        let events = by_user.get(&(upkeep.environment.as_str(), row.user_id.as_str()));
+        for e in events.into_iter().flatten() {
+            row.outcomes.apply(
+                &upkeep.feature,
+                row.t0,
+                &upkeep.names,
+                &OutcomeEvent {
+                    kind: e.kind,
+                    feature: e.feature.as_deref(),
+                    name: e.name.as_deref(),
+                    score: e.score,
+                    ts: e.ts,
+                },
+            );
+        }
+        if row.outcomes != before {
+            changed.push(row);
+        }
+    }
+    changed
+}
+
+/// Parameters of an [`outcome_sql`] statement, in `$N` order: environment, feature,
+/// `as_of`, the activation and adoption names, the users (a JSON array, when the
+/// statement filters by user) and, on SQLite, the highest indexed event `seq`.
+pub(super) fn outcome_params<'a>(
+    environment: &'a str,
+    feature: &'a str,
+    as_of: i64,
+    names: &'a crate::domain::fuse::outcomes::OutcomeNames,
+    users_json: Option<&'a str>,
+    indexed_upto: Option<i64>,
+) -> Vec<SqlParam<'a>> {
+    let mut params = vec![
+        SqlParam::Text(environment),
+        SqlParam::Text(feature),
+        SqlParam::Int(as_of),
+    ];
+    params.extend(
+        names
+            .activation
+            .iter()
+            .chain(&names.adoption)
+            .map(|n| SqlParam::Text(n)),
+    );
+    params.extend(users_json.map(SqlParam::Text));
+    params.extend(indexed_upto.map(SqlParam::Int));
+    params
+}
+
 #[derive(sqlx::FromRow)]
 pub(super) struct EventRow {
     pub id: String,
@@ -997,18 +1215,6 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            /// Features of `environment` whose outcome aggregates are built, with the
-            /// names they were built for.
-            async fn fused_outcomes(conn: &mut Conn, environment: &str) -> StoreResult<Vec<(String, crate::domain::fuse::outcomes::OutcomeNames)>> {
-                let rows: Vec<(String, String)> = sqlx::query_as(
-                    "select feature, outcome_names from fuses where environment = $1 and outcome_names is not null order by feature",
-                )
-                .bind(environment)
-                .fetch_all(&mut *conn)
-                .await?;
-                rows.into_iter().map(|(feature, names)| Ok((feature, from_json(&names)?))).collect()
-            }
-
             /// Writes outcome aggregates back onto existing exposure rows.
             async fn write_outcomes(conn: &mut Conn, environment: &str, feature: &str, rows: &[OutcomeRow]) -> StoreResult<()> {
                 if rows.is_empty() {
@@ -1034,86 +1240,14 @@ macro_rules! impl_store {
                 for chunk in chunks {
                     let sql = outcome_sql(names.activation.len(), names.adoption.len(), !chunk.is_empty(), $backend);
                     let users_json = if chunk.is_empty() { None } else { Some(to_json(&chunk)?) };
-                    let mut params = vec![SqlParam::Text(environment), SqlParam::Text(feature), SqlParam::Int(as_of)];
-                    params.extend(names.activation.iter().chain(&names.adoption).map(|n| SqlParam::Text(n)));
-                    if let Some(users) = &users_json {
-                        params.push(SqlParam::Text(users));
-                    }
-                    if matches!($backend, Backend::Sqlite) {
-                        params.push(SqlParam::Int(overlay.indexed_upto()));
-                    }
+                    let upto = matches!($backend, Backend::Sqlite).then(|| overlay.indexed_upto());
+                    let params = outcome_params(environment, feature, as_of, names, users_json.as_deref(), upto);
                     out.extend(Self::outcome_rows_impl(conn, &sql, &params).await?);
                 }
                 overlay.fold(environment, feature, as_of, names, &mut out);
                 Ok(out)
             }
 
-            /// Keeps the outcome aggregates of fused features current with one ingested
-            /// group. `events` are the newly stored events, `old_t0` the t0 each fused
-            /// exposure row had before this group's exposures were folded in.
-            async fn maintain_outcomes(
-                conn: &mut Conn,
-                events: &[&NewEvent],
-                fused: &[(String, String, crate::domain::fuse::outcomes::OutcomeNames)],
-                old_t0: &std::collections::HashMap<(String, String, String), i64>,
-                new_t0: &std::collections::HashMap<(String, String, String), i64>,
-                overlay: &dyn super::tail::EventOverlay,
-            ) -> StoreResult<()> {
-                use crate::domain::fuse::outcomes::OutcomeEvent;
-                // Per (environment, user): the group's events that can change outcomes.
-                let mut by_user: std::collections::HashMap<(&str, &str), Vec<&NewEvent>> = Default::default();
-                for e in events.iter().filter(|e| e.kind != "exposure") {
-                    by_user.entry((e.environment.as_str(), e.user_id.as_str())).or_default().push(e);
-                }
-                for (environment, feature, names) in fused {
-                    // A new row, or one whose t0 moved earlier, is computed from all its
-                    // events (they may have arrived before the exposure did).
-                    let mut rebuild: Vec<&str> = new_t0
-                        .iter()
-                        .filter(|((env, f, _), _)| env == environment && f == feature)
-                        .filter(|(key, t0)| old_t0.get(*key).is_none_or(|old| **t0 < *old))
-                        .map(|((_, _, user), _)| user.as_str())
-                        .collect();
-                    rebuild.sort_unstable();
-                    let rebuilt: std::collections::HashSet<&str> = rebuild.iter().copied().collect();
-                    if !rebuild.is_empty() {
-                        let rows = Self::compute_outcomes(conn, environment, feature, i64::MAX, names, &rebuild, overlay).await?;
-                        Self::write_outcomes(conn, environment, feature, &rows).await?;
-                    }
-                    // Every other exposed user of this group folds its new events in.
-                    let mut users: Vec<&str> = by_user
-                        .keys()
-                        .filter(|(env, user)| env == environment && !rebuilt.contains(user))
-                        .map(|(_, user)| *user)
-                        .collect();
-                    if users.is_empty() {
-                        continue;
-                    }
-                    users.sort_unstable();
-                    // One read and one write for all of them: both backends take the
-                    // users as one parameter (PostgreSQL a JSON array and column arrays,
-                    // SQLite one prepared statement stepped per row), so chunking would
-                    // only add round trips.
-                    let mut changed = Vec::new();
-                    for mut row in Self::read_outcome_rows_impl(conn, environment, feature, &users).await? {
-                        let before = row.outcomes;
-                        for e in by_user.get(&(environment.as_str(), row.user_id.as_str())).into_iter().flatten() {
-                            row.outcomes.apply(feature, row.t0, names, &OutcomeEvent {
-                                kind: e.kind,
-                                feature: e.feature.as_deref(),
-                                name: e.name.as_deref(),
-                                score: e.score,
-                                ts: e.ts,
-                            });
-                        }
-                        if row.outcomes != before {
-                            changed.push(row);
-                        }
-                    }
-                    Self::write_outcomes(conn, environment, feature, &changed).await?;
-                }
-                Ok(())
-            }
         }
 
         #[async_trait::async_trait]
@@ -1820,113 +1954,7 @@ macro_rules! impl_store {
             }
 
             async fn ingest(&self, events: &[NewEvent], quarantine: &[NewQuarantine]) -> StoreResult<Vec<bool>> {
-                let mut index = self.lock_index().await;
-                let mut tx = self.begin_write().await?;
-                let fresh = Self::insert_events_impl(&mut tx, events, &mut index).await?;
-                let stored: Vec<&NewEvent> = events.iter().zip(&fresh).filter(|(_, new)| **new).map(|(e, _)| e).collect();
-                let exposures = fold_exposures(stored.iter().copied().filter(|e| e.kind == "exposure"));
-                // Outcome aggregates of fused features (see outcome maintenance above).
-                let environments: std::collections::BTreeSet<&str> = stored.iter().map(|e| e.environment.as_str()).collect();
-                let mut fused = Vec::new();
-                for environment in environments {
-                    for (feature, names) in Self::fused_outcomes(&mut tx, environment).await? {
-                        fused.push((environment.to_string(), feature, names));
-                    }
-                }
-                let mut old_t0 = std::collections::HashMap::new();
-                let mut new_t0 = std::collections::HashMap::new();
-                if !fused.is_empty() {
-                    Self::lock_outcomes(&mut tx).await?;
-                    for (environment, feature, _) in &fused {
-                        let mut users = Vec::new();
-                        for x in exposures.iter().filter(|x| &x.environment == environment && &x.feature == feature) {
-                            new_t0.insert((environment.clone(), feature.clone(), x.user_id.clone()), x.t0);
-                            users.push(x.user_id.as_str());
-                        }
-                        for chunk in users.chunks(EVENT_CHUNK) {
-                            let q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(exposures_of_users_sql("user_id, t0", $backend)))
-                                .bind(environment)
-                                .bind(feature)
-                                .bind(to_json(&chunk)?);
-                            for (user, t0) in q.fetch_all(&mut *tx).await? {
-                                old_t0.insert((environment.clone(), feature.clone(), user), t0);
-                            }
-                        }
-                    }
-                }
-                if !exposures.is_empty() {
-                    Self::upsert_exposures_impl(&mut tx, &exposures).await?;
-                }
-                if !fused.is_empty() {
-                    Self::maintain_outcomes(&mut tx, &stored, &fused, &old_t0, &new_t0, &index).await?;
-                }
-                let mut latest: std::collections::HashMap<&str, i64> = Default::default();
-                for e in &stored {
-                    let t = latest.entry(e.environment.as_str()).or_insert(e.received_at);
-                    *t = (*t).max(e.received_at);
-                }
-                for (environment, at) in latest {
-                    sqlx::query(
-                        "insert into ingest_watermarks (environment, last_received_at) values ($1, $2) \
-                         on conflict (environment) do update set last_received_at = \
-                         case when excluded.last_received_at > ingest_watermarks.last_received_at \
-                         then excluded.last_received_at else ingest_watermarks.last_received_at end",
-                    )
-                    .bind(environment)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                for chunk in quarantine.chunks(EVENT_CHUNK) {
-                    let sql = multi_row_sql(
-                        "insert into quarantine (received_at, environment, token_name, reason, message, raw) values ",
-                        6,
-                        chunk.len(),
-                        "",
-                        $backend,
-                    );
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for r in chunk {
-                        q = q
-                            .bind(r.received_at)
-                            .bind(&r.environment)
-                            .bind(&r.token_name)
-                            .bind(&r.reason)
-                            .bind(&r.message)
-                            .bind(&r.raw);
-                    }
-                    q.execute(&mut *tx).await?;
-                }
-                // Hourly counts for the UI: (hour, env) -> accepted, duplicates, quarantined.
-                let mut hourly: std::collections::BTreeMap<(i64, &str), (i64, i64, i64)> = Default::default();
-                for (e, new) in events.iter().zip(&fresh) {
-                    let c = hourly.entry((e.received_at - e.received_at.rem_euclid(3_600_000), e.environment.as_str())).or_default();
-                    if *new { c.0 += 1 } else { c.1 += 1 }
-                }
-                for r in quarantine {
-                    let env = r.environment.as_deref().unwrap_or("");
-                    hourly.entry((r.received_at - r.received_at.rem_euclid(3_600_000), env)).or_default().2 += 1;
-                }
-                for ((hour, environment), (accepted, duplicates, quarantined)) in hourly {
-                    sqlx::query(
-                        "insert into ingest_hourly (hour, environment, accepted, duplicates, quarantined) \
-                         values ($1, $2, $3, $4, $5) on conflict (hour, environment) do update set \
-                         accepted = ingest_hourly.accepted + excluded.accepted, \
-                         duplicates = ingest_hourly.duplicates + excluded.duplicates, \
-                         quarantined = ingest_hourly.quarantined + excluded.quarantined",
-                    )
-                    .bind(hour)
-                    .bind(environment)
-                    .bind(accepted)
-                    .bind(duplicates)
-                    .bind(quarantined)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Self::advance_index(&mut tx, &mut index, events.len()).await?;
-                tx.commit().await?;
-                index.committed();
-                Ok(fresh)
+                self.ingest_impl(events, quarantine).await
             }
 
             async fn list_quarantine(&self, reason: Option<&str>, limit: i64) -> StoreResult<Vec<QuarantineItem>> {

@@ -249,26 +249,6 @@ impl SqliteStore {
         self.tail.lock().await.snapshot(environment)
     }
 
-    /// Moves the next slice of a due generation into the index tables, in the
-    /// group's transaction; `group` is the group's size, so moves outpace ingest.
-    async fn advance_index(
-        conn: &mut sqlx::SqliteConnection,
-        index: &mut IndexSession<'_>,
-        group: usize,
-    ) -> StoreResult<()> {
-        let Some(slice) = index.tail.next_slice(4 * group) else {
-            return Ok(());
-        };
-        // Recorded first: if writing fails, dropping the session undoes the cursors.
-        index.slice = Some(slice);
-        let Some(slice) = index.slice.as_ref() else {
-            return Ok(());
-        };
-        #[allow(unsafe_code)]
-        let write = |db| unsafe { raw::write_slice(db, slice) };
-        with_raw(conn, "moving events into the index", write).await
-    }
-
     /// Deletes the index entries of events an erasure or purge is about to delete;
     /// the tail forgets them when the transaction commits.
     async fn forget_events_impl(
@@ -315,55 +295,25 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
-    /// Inserts a group's events, reporting for each whether it was new (`false`: its
-    /// id was already stored), with one prepared statement stepped per event through
-    /// the C API on the transaction's own connection. Through sqlx, the multi-row
-    /// insert cost about 10 µs per event, most of it copying every value into sqlx's
-    /// argument buffers and handing statements and returned ids between threads.
-    async fn insert_events_impl(
-        conn: &mut sqlx::SqliteConnection,
+    /// Stores one ingest group in one write transaction run entirely through the C
+    /// API, on the writer connection locked once: `BEGIN IMMEDIATE`, the events, the
+    /// exposure rows, outcome upkeep, watermarks, quarantine, hourly counts, the next
+    /// slice of an index move, `COMMIT`. Through sqlx every statement was a round trip
+    /// to its worker thread (about 13 per group), and on two cores each hand-off
+    /// waited for a CPU: the writer is the serial path of SQLite ingest.
+    async fn ingest_impl(
+        &self,
         events: &[NewEvent],
-        index: &mut IndexSession<'_>,
+        quarantine: &[NewQuarantine],
     ) -> StoreResult<Vec<bool>> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let tail = &mut *index.tail;
+        let mut index = self.lock_index().await;
+        let mut conn = self.writer.acquire().await?;
+        let session = &mut index;
         #[allow(unsafe_code)]
-        let insert = |db| unsafe { raw::insert_events(db, events, tail) };
-        with_raw(conn, "inserting events", insert).await
-    }
-
-    /// Merges a group's folded exposures into the stored rows (multi-row statements;
-    /// SQLite has no array parameters).
-    async fn upsert_exposures_impl(
-        conn: &mut sqlx::SqliteConnection,
-        exposures: &[Exposure],
-    ) -> StoreResult<()> {
-        for chunk in exposures.chunks(EVENT_CHUNK) {
-            let sql = multi_row_sql(
-                &format!("insert into exposures ({EXPOSURE_UPSERT_COLUMNS}) values "),
-                9,
-                chunk.len(),
-                EXPOSURE_UPSERT_CONFLICT,
-                Backend::Sqlite,
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for x in chunk {
-                q = q
-                    .bind(&x.environment)
-                    .bind(&x.feature)
-                    .bind(&x.user_id)
-                    .bind(x.enabled)
-                    .bind(&x.variant)
-                    .bind(x.t0)
-                    .bind(x.last_seen)
-                    .bind(x.exposure_count)
-                    .bind(x.crossovers);
-            }
-            q.execute(&mut *conn).await?;
-        }
-        Ok(())
+        let work = |db| unsafe { raw::ingest(db, events, quarantine, session) };
+        let fresh = with_raw(&mut conn, "storing events", work).await?;
+        index.committed();
+        Ok(fresh)
     }
 
     /// Writes outcome aggregates onto existing exposure rows, one prepared `update`
@@ -391,19 +341,6 @@ impl SqliteStore {
         #[allow(unsafe_code)]
         let query = |db| unsafe { raw::outcome_rows(db, sql, params) };
         with_raw(conn, "computing outcomes", query).await
-    }
-
-    /// The exposure rows, with outcome aggregates, of some users of one feature: one
-    /// primary-key lookup per user through the C API (see `write_outcomes_impl`).
-    async fn read_outcome_rows_impl(
-        conn: &mut sqlx::SqliteConnection,
-        environment: &str,
-        feature: &str,
-        users: &[&str],
-    ) -> StoreResult<Vec<OutcomeRow>> {
-        #[allow(unsafe_code)]
-        let read = |db| unsafe { raw::read_outcome_rows(db, environment, feature, users) };
-        with_raw(conn, "reading outcomes", read).await
     }
 
     /// A fused feature's per-user aggregates, read with SQLite's C API on a connection
@@ -452,11 +389,11 @@ mod raw {
 
     use libsqlite3_sys as ffi;
 
-    use super::super::sql::{OutcomeRow, SqlParam, OUTCOME_COLUMNS};
-    use super::super::tail::{id_bits, EventTail, Slice};
-    use super::CohortRow;
-    use crate::domain::fuse::outcomes::UserOutcomes;
-    use crate::store::NewEvent;
+    use super::super::sql::*;
+    use super::super::tail::{id_bits, EventOverlay, EventTail, Slice};
+    use super::{CohortRow, IndexSession};
+    use crate::domain::fuse::outcomes::{OutcomeNames, UserOutcomes};
+    use crate::store::{Backend, Exposure, NewEvent, NewQuarantine};
 
     /// Finalizes the statement when dropped.
     struct Statement(*mut ffi::sqlite3_stmt);
@@ -542,6 +479,265 @@ mod raw {
         };
         ffi::sqlite3_reset(stmt);
         result
+    }
+
+    /// A value bound by position (see [`execute`]).
+    enum Bind<'a> {
+        Text(Option<&'a str>),
+        Int(i64),
+    }
+
+    /// Binds `values` to parameters 1, 2, ... and steps the statement once.
+    unsafe fn execute(
+        db: *mut ffi::sqlite3,
+        stmt: *mut ffi::sqlite3_stmt,
+        values: &[Bind<'_>],
+    ) -> Result<(), String> {
+        for (i, value) in values.iter().enumerate() {
+            let index = c_int::try_from(i + 1).map_err(|e| e.to_string())?;
+            match *value {
+                Bind::Text(text) => bind_text(db, stmt, index, text)?,
+                Bind::Int(int) => {
+                    if ffi::sqlite3_bind_int64(stmt, index, int) != ffi::SQLITE_OK {
+                        return Err(error(db));
+                    }
+                }
+            }
+        }
+        run(db, stmt)
+    }
+
+    /// Runs one statement without parameters (BEGIN, COMMIT, ROLLBACK).
+    unsafe fn exec(db: *mut ffi::sqlite3, sql: &str) -> Result<(), String> {
+        let stmt = prepare(db, sql)?;
+        run(db, stmt.0)
+    }
+
+    /// Stores an ingest group in one transaction (see `SqliteStore::ingest_impl`);
+    /// `true` for each event stored. On any failure the transaction is rolled back
+    /// (and dropping `index` uncommitted undoes the tail's part).
+    ///
+    /// # Safety
+    /// `db` must be a valid connection that no other thread uses during the call,
+    /// outside any transaction.
+    pub(super) unsafe fn ingest(
+        db: *mut ffi::sqlite3,
+        events: &[NewEvent],
+        quarantine: &[NewQuarantine],
+        index: &mut IndexSession<'_>,
+    ) -> Result<Vec<bool>, String> {
+        exec(db, "BEGIN IMMEDIATE")?;
+        let result = store_group(db, events, quarantine, index)
+            .and_then(|fresh| exec(db, "COMMIT").map(|()| fresh));
+        if result.is_err() && ffi::sqlite3_get_autocommit(db) == 0 {
+            // A failed statement or COMMIT leaves the transaction open.
+            let _ = exec(db, "ROLLBACK");
+        }
+        result
+    }
+
+    /// The body of [`ingest`]'s transaction.
+    unsafe fn store_group(
+        db: *mut ffi::sqlite3,
+        events: &[NewEvent],
+        quarantine: &[NewQuarantine],
+        index: &mut IndexSession<'_>,
+    ) -> Result<Vec<bool>, String> {
+        let fresh = insert_events(db, events, &mut index.tail)?;
+        let stored: Vec<&NewEvent> = events
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, new)| **new)
+            .map(|(e, _)| e)
+            .collect();
+        let exposures = fold_exposures(stored.iter().copied().filter(|e| e.kind == "exposure"));
+        // Outcome upkeep is planned against each row's t0 before this group's
+        // exposures are folded in.
+        let environments: std::collections::BTreeSet<&str> =
+            stored.iter().map(|e| e.environment.as_str()).collect();
+        let mut upkeep = Vec::new();
+        for environment in environments {
+            for (feature, names) in fused_outcomes(db, environment)? {
+                let exposed = exposed_users(&exposures, environment, &feature);
+                let users: Vec<&str> = exposed.iter().map(|(user, _)| *user).collect();
+                let old_t0 = if users.is_empty() {
+                    Default::default()
+                } else {
+                    read_outcome_rows(db, environment, &feature, &users)?
+                        .into_iter()
+                        .map(|row| (row.user_id, row.t0))
+                        .collect()
+                };
+                let rebuild = users_to_rebuild(&exposed, &old_t0);
+                upkeep.push(FusedUpkeep {
+                    environment: environment.to_string(),
+                    feature,
+                    names,
+                    rebuild,
+                });
+            }
+        }
+        upsert_exposures(db, &exposures)?;
+        if !upkeep.is_empty() {
+            let by_user = outcome_events_by_user(&stored);
+            for fused in &upkeep {
+                maintain(db, fused, &by_user, index)?;
+            }
+        }
+        let watermark = prepare(db, WATERMARK_UPSERT)?;
+        for (environment, at) in ingest_watermarks(&stored) {
+            execute(
+                db,
+                watermark.0,
+                &[Bind::Text(Some(environment)), Bind::Int(at)],
+            )?;
+        }
+        if !quarantine.is_empty() {
+            let insert = prepare(
+                db,
+                &format!(
+                    "insert into quarantine ({QUARANTINE_COLUMNS}) values (?1, ?2, ?3, ?4, ?5, ?6)"
+                ),
+            )?;
+            for r in quarantine {
+                let values = [
+                    Bind::Int(r.received_at),
+                    Bind::Text(r.environment.as_deref()),
+                    Bind::Text(r.token_name.as_deref()),
+                    Bind::Text(Some(&r.reason)),
+                    Bind::Text(Some(&r.message)),
+                    Bind::Text(Some(&r.raw)),
+                ];
+                execute(db, insert.0, &values)?;
+            }
+        }
+        let hourly = prepare(db, HOURLY_UPSERT)?;
+        for c in ingest_hourly(events, &fresh, quarantine) {
+            let values = [
+                Bind::Int(c.hour),
+                Bind::Text(Some(c.environment)),
+                Bind::Int(c.accepted),
+                Bind::Int(c.duplicates),
+                Bind::Int(c.quarantined),
+            ];
+            execute(db, hourly.0, &values)?;
+        }
+        // The next slice of a due move; a group's size paces it, so moves outpace ingest.
+        if let Some(slice) = index.tail.next_slice(4 * events.len()) {
+            // Recorded first: if writing fails, dropping the session undoes the cursors.
+            let slice = index.slice.insert(slice);
+            write_slice(db, slice)?;
+        }
+        Ok(fresh)
+    }
+
+    /// Features of `environment` whose outcome aggregates are built, with their names.
+    unsafe fn fused_outcomes(
+        db: *mut ffi::sqlite3,
+        environment: &str,
+    ) -> Result<Vec<(String, OutcomeNames)>, String> {
+        let stmt = prepare(db, FUSED_OUTCOMES)?;
+        bind_text(db, stmt.0, 1, Some(environment))?;
+        let mut out = Vec::new();
+        loop {
+            match ffi::sqlite3_step(stmt.0) {
+                ffi::SQLITE_ROW => {}
+                ffi::SQLITE_DONE => return Ok(out),
+                _ => return Err(error(db)),
+            }
+            let feature = text(stmt.0, 0);
+            let names = serde_json::from_str(&text(stmt.0, 1))
+                .map_err(|e| format!("outcome names of `{feature}`: {e}"))?;
+            out.push((feature, names));
+        }
+    }
+
+    /// A text column as an owned string (empty when NULL).
+    unsafe fn text(stmt: *mut ffi::sqlite3_stmt, column: c_int) -> String {
+        let text = ffi::sqlite3_column_text(stmt, column);
+        if text.is_null() {
+            return String::new();
+        }
+        let len = usize::try_from(ffi::sqlite3_column_bytes(stmt, column)).unwrap_or(0);
+        String::from_utf8_lossy(std::slice::from_raw_parts(text, len)).into_owned()
+    }
+
+    /// Merges a group's folded exposures into the stored rows, one single-row upsert
+    /// stepped per exposure (see [`EXPOSURE_UPSERT_CONFLICT`]).
+    unsafe fn upsert_exposures(
+        db: *mut ffi::sqlite3,
+        exposures: &[Exposure],
+    ) -> Result<(), String> {
+        if exposures.is_empty() {
+            return Ok(());
+        }
+        let stmt = prepare(
+            db,
+            &format!(
+                "insert into exposures ({EXPOSURE_UPSERT_COLUMNS}) values \
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9){EXPOSURE_UPSERT_CONFLICT}"
+            ),
+        )?;
+        for x in exposures {
+            let values = [
+                Bind::Text(Some(&x.environment)),
+                Bind::Text(Some(&x.feature)),
+                Bind::Text(Some(&x.user_id)),
+                Bind::Int(i64::from(x.enabled)),
+                Bind::Text(x.variant.as_deref()),
+                Bind::Int(x.t0),
+                Bind::Int(x.last_seen),
+                Bind::Int(x.exposure_count),
+                Bind::Int(x.crossovers),
+            ];
+            execute(db, stmt.0, &values)?;
+        }
+        Ok(())
+    }
+
+    /// One fused feature's outcome upkeep for a group: the rows to rebuild are
+    /// computed from their stored events (index tables plus the tail), the group's
+    /// events are folded into everyone else's, and changed rows are written back.
+    unsafe fn maintain(
+        db: *mut ffi::sqlite3,
+        upkeep: &FusedUpkeep<'_>,
+        by_user: &OutcomeEventsByUser<'_>,
+        overlay: &IndexSession<'_>,
+    ) -> Result<(), String> {
+        let (environment, feature, names) = (
+            upkeep.environment.as_str(),
+            upkeep.feature.as_str(),
+            &upkeep.names,
+        );
+        if !upkeep.rebuild.is_empty() {
+            let sql = outcome_sql(
+                names.activation.len(),
+                names.adoption.len(),
+                true,
+                Backend::Sqlite,
+            );
+            let mut rows = Vec::new();
+            for chunk in upkeep.rebuild.chunks(EVENT_CHUNK) {
+                let users = serde_json::to_string(chunk).map_err(|e| e.to_string())?;
+                let upto = Some(overlay.indexed_upto());
+                let params =
+                    outcome_params(environment, feature, i64::MAX, names, Some(&users), upto);
+                rows.extend(outcome_rows(db, &sql, &params)?);
+            }
+            overlay.fold(environment, feature, i64::MAX, names, &mut rows);
+            write_outcomes(db, environment, feature, &rows)?;
+        }
+        let users = users_to_fold(by_user, environment, &upkeep.rebuild);
+        if users.is_empty() {
+            return Ok(());
+        }
+        let rows = read_outcome_rows(db, environment, feature, &users)?;
+        write_outcomes(
+            db,
+            environment,
+            feature,
+            &fold_group_events(rows, by_user, upkeep),
+        )
     }
 
     /// Inserts the events whose ids are new, one row at a time with one prepared

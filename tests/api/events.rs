@@ -380,7 +380,78 @@ async fn the_store_reports_which_events_were_new(app: TestApp) {
     assert_eq!(u2["events"].as_array().unwrap().len(), 0, "{u2}");
 }
 
+/// A group whose transaction fails after its events were inserted stores nothing:
+/// the error reaches the caller, the events are not counted or exported, and
+/// redelivering them later stores them (SQLite's in-memory tail forgot them too).
+/// The writer connection is usable afterwards. A trigger makes the hourly-count
+/// upsert, one of the last statements of the group, fail for one environment.
+async fn a_failed_ingest_group_stores_nothing(app: TestApp) {
+    use sqlx::{Connection, Executor};
+    let setup: &[&str] = match app.backend {
+        Backend::Sqlite => &["create trigger fail_boom before insert on ingest_hourly \
+             when new.environment = 'boom' begin select raise(abort, 'boom'); end"],
+        Backend::Postgres => &[
+            "create function fail_boom() returns trigger language plpgsql as \
+             $$ begin if new.environment = 'boom' then raise exception 'boom'; end if; return new; end $$",
+            "create trigger fail_boom before insert on ingest_hourly for each row execute function fail_boom()",
+        ],
+    };
+    match app.backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&app.database_url)
+                .await
+                .unwrap();
+            for sql in setup {
+                conn.execute(*sql).await.unwrap();
+            }
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&app.database_url)
+                .await
+                .unwrap();
+            for sql in setup {
+                conn.execute(*sql).await.unwrap();
+            }
+        }
+    }
+    let event = |id: &str, environment: &str| fusebox::store::NewEvent {
+        id: id.into(),
+        environment: environment.into(),
+        kind: "activity",
+        user_id: "rolled-back".into(),
+        feature: None,
+        name: Some("session_start".into()),
+        enabled: None,
+        variant: None,
+        score: None,
+        session_id: None,
+        properties: None,
+        ts: now_ms(),
+        received_at: now_ms(),
+    };
+    let a = "00000000-0000-4000-8000-0000000000a1";
+    let b = "00000000-0000-4000-8000-0000000000b1";
+    let store = &app.state.store;
+    let failed = store
+        .ingest(&[event(a, "development"), event(b, "boom")], &[])
+        .await;
+    assert!(
+        failed.is_err(),
+        "the trigger must fail the group: {failed:?}"
+    );
+    assert_eq!(store.count_events().await.unwrap(), 0);
+    let export = json_with_status(app.get("/api/admin/users/rolled-back/events").await, 200).await;
+    assert_eq!(export["events"].as_array().unwrap().len(), 0, "{export}");
+    // Redelivered without the failing environment: `a` is new, not a duplicate.
+    let again = store.ingest(&[event(a, "development")], &[]).await.unwrap();
+    assert_eq!(again, [true]);
+    assert_eq!(store.count_events().await.unwrap(), 1);
+    // The writer connection left no transaction open: an admin write goes through.
+    app.create_feature("after-rollback").await;
+}
+
 crate::both_backends!(
+    a_failed_ingest_group_stores_nothing,
     the_store_reports_which_events_were_new,
     a_batch_is_accepted_except_its_invalid_events_which_are_quarantined,
     redelivered_events_are_counted_as_duplicates,
