@@ -557,9 +557,25 @@ mod raw {
             stored.iter().map(|e| e.environment.as_str()).collect();
         let mut upkeep = Vec::new();
         for environment in environments {
-            for (feature, names) in fused_outcomes(db, environment)? {
+            let features = fused_outcomes(db, environment)?;
+            {
+                let fused: Vec<&str> = features.iter().map(|(f, _)| f.as_str()).collect();
+                index.tail.exposed.keep_only(environment, &fused);
+            }
+            for (feature, names) in features {
+                if index.tail.exposed.filter(environment, &feature).is_none() {
+                    let users = exposure_users(db, environment, &feature)?;
+                    let users = users.iter().map(String::as_str);
+                    index.tail.exposed.fill(environment, &feature, users);
+                }
                 let exposed = exposed_users(&exposures, environment, &feature);
-                let users: Vec<&str> = exposed.iter().map(|(user, _)| *user).collect();
+                // A user the filter has never seen has no row: no t0 to read.
+                let filter = index.tail.exposed.filter(environment, &feature);
+                let users: Vec<&str> = exposed
+                    .iter()
+                    .map(|(user, _)| *user)
+                    .filter(|user| filter.as_ref().is_none_or(|f| f.may_have(user)))
+                    .collect();
                 let old_t0 = if users.is_empty() {
                     Default::default()
                 } else {
@@ -578,6 +594,12 @@ mod raw {
             }
         }
         upsert_exposures(db, &exposures)?;
+        for x in &exposures {
+            index
+                .tail
+                .exposed
+                .add(&x.environment, &x.feature, &x.user_id);
+        }
         if !upkeep.is_empty() {
             let by_user = outcome_events_by_user(&stored);
             for fused in &upkeep {
@@ -649,6 +671,28 @@ mod raw {
             let names = serde_json::from_str(&text(stmt.0, 1))
                 .map_err(|e| format!("outcome names of `{feature}`: {e}"))?;
             out.push((feature, names));
+        }
+    }
+
+    /// The users with an exposure row for one feature.
+    unsafe fn exposure_users(
+        db: *mut ffi::sqlite3,
+        environment: &str,
+        feature: &str,
+    ) -> Result<Vec<String>, String> {
+        let stmt = prepare(
+            db,
+            "select user_id from exposures where environment = ?1 and feature = ?2",
+        )?;
+        bind_text(db, stmt.0, 1, Some(environment))?;
+        bind_text(db, stmt.0, 2, Some(feature))?;
+        let mut users = Vec::new();
+        loop {
+            match ffi::sqlite3_step(stmt.0) {
+                ffi::SQLITE_ROW => users.push(text(stmt.0, 0)),
+                ffi::SQLITE_DONE => return Ok(users),
+                _ => return Err(error(db)),
+            }
         }
     }
 
@@ -727,7 +771,11 @@ mod raw {
             overlay.fold(environment, feature, i64::MAX, names, &mut rows);
             write_outcomes(db, environment, feature, &rows)?;
         }
-        let users = users_to_fold(by_user, environment, &upkeep.rebuild);
+        let mut users = users_to_fold(by_user, environment, &upkeep.rebuild);
+        // Users never exposed to the feature have no row to fold into: no probe.
+        if let Some(filter) = overlay.tail.exposed.filter(environment, feature) {
+            users.retain(|user| filter.may_have(user));
+        }
         if users.is_empty() {
             return Ok(());
         }

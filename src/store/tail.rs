@@ -175,6 +175,8 @@ pub(super) struct EventTail {
     moving: Option<Move>,
     /// Which ids the `event_ids` table may hold, so most new ids skip the probe.
     stored: StoredIds,
+    /// Which users fused features' exposure rows may hold (outcome upkeep).
+    pub(super) exposed: ExposedUsers,
 }
 
 /// A Bloom filter over the ids in `event_ids`: a chain of filters, each twice the
@@ -185,6 +187,8 @@ pub(super) struct EventTail {
 #[derive(Debug, Clone, Default)]
 pub(super) struct StoredIds {
     filters: Vec<Bloom>,
+    /// Ids the first filter holds; 0 means [`BLOOM_FIRST_CAPACITY`].
+    first_capacity: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -246,13 +250,23 @@ impl Bloom {
 }
 
 impl StoredIds {
+    /// An empty chain whose first filter holds `capacity` ids (a small set should
+    /// not cost the 2 MB of the default first filter).
+    pub(super) fn with_first_capacity(capacity: usize) -> StoredIds {
+        StoredIds {
+            filters: Vec::new(),
+            first_capacity: capacity.max(1),
+        }
+    }
+
     pub(super) fn insert(&mut self, id: u128) {
         let full = self.filters.last().is_none_or(|f| f.count >= f.capacity);
         if full {
-            let capacity = self
-                .filters
-                .last()
-                .map_or(BLOOM_FIRST_CAPACITY, |f| f.capacity * 2);
+            let first = match self.first_capacity {
+                0 => BLOOM_FIRST_CAPACITY,
+                n => n,
+            };
+            let capacity = self.filters.last().map_or(first, |f| f.capacity * 2);
             self.filters.push(Bloom::new(capacity));
         }
         if let Some(last) = self.filters.last_mut() {
@@ -263,6 +277,86 @@ impl StoredIds {
     /// `false` only if the id was never inserted.
     pub(super) fn may_contain(&self, id: u128) -> bool {
         self.filters.iter().any(|f| f.contains(id))
+    }
+}
+
+/// Which users have an exposure row, per fused (environment, feature), as Bloom
+/// filters over their ids. Outcome upkeep folds a group's events into the rows of
+/// users exposed to each fused feature; without this it probed the exposures table
+/// for every active user of the group, and when a feature is shown on one surface of
+/// a product most active users never see it (in `fusebox loadgen`, 3 in 4).
+///
+/// "No" is certain because every exposure row is written by ingest, which adds it
+/// here (in the transaction's session, before anything reads the filter); a
+/// feature's filter is filled from the table when upkeep first needs it. Rows
+/// deleted later (erasure) and rolled-back additions only cost a probe.
+#[derive(Debug, Clone, Default)]
+pub(super) struct ExposedUsers {
+    /// (environment, feature, filter): a handful of fused features, searched linearly.
+    features: Vec<(String, String, StoredIds)>,
+}
+
+/// Users a feature's first filter holds (32 KB); later filters double.
+const EXPOSED_FIRST_CAPACITY: usize = 1 << 14;
+
+fn user_bits(user_id: &str) -> u128 {
+    use std::hash::BuildHasher as _;
+    u128::from(foldhash::quality::FixedState::with_seed(0x0066_7573_6562_6f78).hash_one(user_id))
+}
+
+/// One tracked feature's filter.
+pub(super) struct ExposedFilter<'a>(&'a StoredIds);
+
+impl ExposedFilter<'_> {
+    /// `false` only if `user_id` has no exposure row for the feature.
+    pub(super) fn may_have(&self, user_id: &str) -> bool {
+        self.0.may_contain(user_bits(user_id))
+    }
+}
+
+impl ExposedUsers {
+    fn position(&self, environment: &str, feature: &str) -> Option<usize> {
+        self.features
+            .iter()
+            .position(|(env, f, _)| env == environment && f == feature)
+    }
+
+    /// The filter of `feature`, if it is tracked (filled, see [`Self::fill`]).
+    pub(super) fn filter(&self, environment: &str, feature: &str) -> Option<ExposedFilter<'_>> {
+        let i = self.position(environment, feature)?;
+        Some(ExposedFilter(&self.features[i].2))
+    }
+
+    /// Starts tracking `feature` with every user that has an exposure row now.
+    pub(super) fn fill<'a>(
+        &mut self,
+        environment: &str,
+        feature: &str,
+        users: impl IntoIterator<Item = &'a str>,
+    ) {
+        let mut filter = StoredIds::with_first_capacity(EXPOSED_FIRST_CAPACITY);
+        for user in users {
+            filter.insert(user_bits(user));
+        }
+        match self.position(environment, feature) {
+            Some(i) => self.features[i].2 = filter,
+            None => self
+                .features
+                .push((environment.to_string(), feature.to_string(), filter)),
+        }
+    }
+
+    /// Records an exposure row written for `user_id` (ignored for untracked features).
+    pub(super) fn add(&mut self, environment: &str, feature: &str, user_id: &str) {
+        if let Some(i) = self.position(environment, feature) {
+            self.features[i].2.insert(user_bits(user_id));
+        }
+    }
+
+    /// Stops tracking `environment`'s features that are no longer fused.
+    pub(super) fn keep_only(&mut self, environment: &str, fused: &[&str]) {
+        self.features
+            .retain(|(env, feature, _)| env != environment || fused.contains(&feature.as_str()));
     }
 }
 
@@ -547,6 +641,7 @@ impl EventTail {
             strings: self.strings.clone(),
             moving: None,
             stored: StoredIds::default(),
+            exposed: ExposedUsers::default(),
         }
     }
 }
@@ -704,6 +799,33 @@ mod tests {
             false_positives < 300,
             "{false_positives} false positives in 100000"
         );
+    }
+
+    #[test]
+    fn exposed_user_filters_never_miss_and_track_only_fused_features() {
+        let mut exposed = ExposedUsers::default();
+        assert!(exposed.filter("dev", "f").is_none());
+        let users: Vec<String> = (0..100_000).map(|i| format!("user-{i}")).collect();
+        exposed.fill("dev", "f", users[..50_000].iter().map(String::as_str));
+        for user in &users[50_000..] {
+            exposed.add("dev", "f", user);
+        }
+        // Untracked features are not recorded.
+        exposed.add("dev", "g", "user-1");
+        assert!(exposed.filter("dev", "g").is_none());
+        let filter = exposed.filter("dev", "f").unwrap();
+        assert!(
+            users.iter().all(|u| filter.may_have(u)),
+            "a filter missed a user"
+        );
+        let strangers = (0..100_000)
+            .filter(|i| filter.may_have(&format!("stranger-{i}")))
+            .count();
+        assert!(strangers < 300, "{strangers} false positives in 100k");
+        exposed.fill("prod", "f", ["user-1"]);
+        exposed.keep_only("dev", &[]);
+        assert!(exposed.filter("dev", "f").is_none());
+        assert!(exposed.filter("prod", "f").is_some());
     }
 
     #[test]
