@@ -61,24 +61,66 @@ pub struct EventBatch {
     pub events: Vec<serde_json::Value>,
 }
 
-/// One event of a batch: its raw JSON text, or (when the body needed the general
-/// parse) its parsed value.
+/// One event of a batch: validated by the fast path (with its raw JSON text, kept for
+/// quarantine should the token's scope refuse it), or parsed for the general path.
+// Nearly every item is `Valid`: boxing the event would cost an allocation per event.
+#[allow(clippy::large_enum_variant)]
 enum BatchItem<'a> {
-    Raw(&'a serde_json::value::RawValue),
+    Valid(Event, &'a serde_json::value::RawValue),
     Parsed(serde_json::Value),
 }
 
-impl BatchItem<'_> {
-    /// The event as a JSON value. A raw text is valid JSON (the split checked it),
-    /// so the `Null` fallback is unreachable in practice.
-    fn value(&self) -> std::borrow::Cow<'_, serde_json::Value> {
+impl<'a> BatchItem<'a> {
+    /// The verdict on the event, and its JSON for quarantine.
+    fn judge(self, rules: &Rules<'_>) -> (Result<Event, events::Rejection>, EventJson<'a>) {
         match self {
-            BatchItem::Raw(raw) => std::borrow::Cow::Owned(
-                serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null),
-            ),
-            BatchItem::Parsed(value) => std::borrow::Cow::Borrowed(value),
+            BatchItem::Valid(event, raw) => (Ok(event), EventJson::Text(raw)),
+            BatchItem::Parsed(value) => (events::validate(&value, rules), EventJson::Value(value)),
         }
     }
+}
+
+/// An event's JSON, as it came.
+enum EventJson<'a> {
+    Text(&'a serde_json::value::RawValue),
+    Value(serde_json::Value),
+}
+
+impl EventJson<'_> {
+    /// The JSON as quarantine stores it (compact, keys sorted).
+    fn quarantine_text(&self) -> String {
+        match self {
+            // The fast path read every value of this text, so it parses; the raw
+            // text is the fallback all the same.
+            EventJson::Text(raw) => serde_json::from_str::<serde_json::Value>(raw.get())
+                .map(|v| v.to_string())
+                .unwrap_or_else(|_| raw.get().to_string()),
+            EventJson::Value(value) => value.to_string(),
+        }
+    }
+}
+
+/// The fast path's reading of a split batch: each event validated straight from its
+/// text, or else parsed in full for [`events::validate`]. `None` when an event does not
+/// parse in full: the split only delimits values (it skips number ranges, escapes and
+/// nesting depth), so such a body goes to [`parse_batch`], which refuses it whole.
+fn read_split<'a>(
+    raws: Vec<&'a serde_json::value::RawValue>,
+    rules: &Rules<'_>,
+) -> Option<Vec<BatchItem<'a>>> {
+    raws.into_iter()
+        .map(|raw| match events::validate_fast(raw, rules) {
+            Some(event) => Some(BatchItem::Valid(event, raw)),
+            None => serde_json::from_str(raw.get()).ok().map(BatchItem::Parsed),
+        })
+        .collect()
+}
+
+fn too_many(count: usize, max: usize) -> ApiError {
+    ApiError::new(
+        Code::PayloadTooLarge,
+        format!("a batch may hold at most {max} events, this one has {count}"),
+    )
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -181,10 +223,21 @@ async fn ingest_events(
     let body = body.map_err(|e| payload_error(e, settings.max_body_bytes))?;
     let received_at = now_ms();
     let environment = caller.scope.environment.clone();
+    let rules = Rules {
+        now_ms: received_at,
+        retention_ms: settings.event_retention_days.saturating_mul(86_400_000),
+        pii: &state.pii,
+    };
     // Most batches split into raw events that validate without a `Value` tree; the
     // rest (and every event the fast path declines) take the general path.
-    let items: Vec<BatchItem<'_>> = match events::split_batch(&body) {
-        Some(raws) => raws.into_iter().map(BatchItem::Raw).collect(),
+    let split = events::split_batch(&body);
+    if let Some(raws) = &split {
+        if raws.len() > settings.max_batch_events {
+            return Err(too_many(raws.len(), settings.max_batch_events));
+        }
+    }
+    let items = match split.and_then(|raws| read_split(raws, &rules)) {
+        Some(items) => items,
         None => match parse_batch(&body) {
             Ok(values) => values.into_iter().map(BatchItem::Parsed).collect(),
             Err(e) => {
@@ -208,31 +261,15 @@ async fn ingest_events(
         },
     };
     if items.len() > settings.max_batch_events {
-        return Err(ApiError::new(
-            Code::PayloadTooLarge,
-            format!(
-                "a batch may hold at most {} events, this one has {}",
-                settings.max_batch_events,
-                items.len()
-            ),
-        ));
+        return Err(too_many(items.len(), settings.max_batch_events));
     }
     let snapshot = state.snapshots.env(&environment).await?;
-    let rules = Rules {
-        now_ms: received_at,
-        retention_ms: settings.event_retention_days.saturating_mul(86_400_000),
-        pii: &state.pii,
-    };
     let mut accepted = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
     let mut quarantine = Vec::new();
-    for (index, item) in items.iter().enumerate() {
-        let validated = match item {
-            BatchItem::Raw(raw) => events::validate_fast(raw, &rules).map(Ok),
-            BatchItem::Parsed(_) => None,
-        };
+    for (index, item) in items.into_iter().enumerate() {
+        let (validated, json) = item.judge(&rules);
         let outcome = validated
-            .unwrap_or_else(|| events::validate(&item.value(), &rules))
             .map_err(|r| (r.code, r.message))
             .and_then(|event| {
                 check_scope(&event, &caller, &snapshot)?;
@@ -247,7 +284,7 @@ async fn ingest_events(
                     token_name: Some(caller.token_name.clone()),
                     reason: code.to_string(),
                     message: message.clone(),
-                    raw: truncate(&item.value().to_string(), MAX_QUARANTINED_BODY),
+                    raw: truncate(&json.quarantine_text(), MAX_QUARANTINED_BODY),
                 });
                 rejected.push(RejectedEvent {
                     index,

@@ -526,6 +526,11 @@ mod raw {
         quarantine: &[NewQuarantine],
         index: &mut IndexSession<'_>,
     ) -> Result<Vec<bool>, String> {
+        if ffi::sqlite3_get_autocommit(db) == 0 {
+            // A transaction left open by a ROLLBACK that failed last time: sqlx does not
+            // know of it, so nothing else would ever end it.
+            exec(db, "ROLLBACK")?;
+        }
         exec(db, "BEGIN IMMEDIATE")?;
         let result = store_group(db, events, quarantine, index)
             .and_then(|fresh| exec(db, "COMMIT").map(|()| fresh));

@@ -165,6 +165,57 @@ async fn gzip_bodies_are_accepted_and_garbage_is_quarantined_whole(app: TestApp)
     assert_eq!(r.status(), 403);
 }
 
+/// Bodies the fast path splits but that are not valid JSON throughout (a number out of
+/// range, a lone surrogate escape) are refused whole, as a full parse refuses them; an
+/// event sent as a JSON array is refused as not an object, however its values line up.
+async fn bodies_invalid_deep_inside_are_refused_whole_and_events_must_be_objects(app: TestApp) {
+    let t = now_ms();
+    let ok = format!(
+        r#"{{"id":"0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a01","type":"error","user_id":"deep","name":"x","timestamp":{t}}}"#
+    );
+    for bad in [
+        r#"{"type":"feedback","user_id":"deep","feature":"f","score":1e400,"timestamp":1}"#,
+        r#"{"type":"activity","user_id":"\ud800","name":"x","timestamp":1}"#,
+    ] {
+        let body = format!("[{ok},{bad}]");
+        let r = app
+            .request(Method::POST, "/api/events")
+            .header("Authorization", CLIENT_TOKEN)
+            .header("Content-Type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            json_with_status(r, 400).await["code"],
+            "invalid_json",
+            "{body}"
+        );
+        let q = json_with_status(
+            app.get("/api/admin/events/quarantine?reason=invalid_body")
+                .await,
+            200,
+        )
+        .await;
+        assert_eq!(q["items"][0]["raw"], body.as_str());
+    }
+    let export = json_with_status(app.get("/api/admin/users/deep/events").await, 200).await;
+    assert_eq!(export["events"].as_array().unwrap().len(), 0, "{export}");
+
+    let array = format!(r#"[["0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a02","error","deep",{t}]]"#);
+    let r = app
+        .request(Method::POST, "/api/events")
+        .header("Authorization", CLIENT_TOKEN)
+        .header("Content-Type", "application/json")
+        .body(array)
+        .send()
+        .await
+        .unwrap();
+    let body = json_with_status(r, 202).await;
+    assert_eq!(body["accepted"], 0, "{body}");
+    assert_eq!(body["rejected"][0]["code"], "invalid_event", "{body}");
+}
+
 async fn properties_that_look_personal_are_redacted(app: TestApp) {
     let t = now_ms();
     let batch = json!([{"type": "activity", "user_id": "p1", "name": "signup", "timestamp": t, "properties": {
@@ -452,6 +503,7 @@ async fn a_failed_ingest_group_stores_nothing(app: TestApp) {
 
 crate::both_backends!(
     a_failed_ingest_group_stores_nothing,
+    bodies_invalid_deep_inside_are_refused_whole_and_events_must_be_objects,
     the_store_reports_which_events_were_new,
     a_batch_is_accepted_except_its_invalid_events_which_are_quarantined,
     redelivered_events_are_counted_as_duplicates,
