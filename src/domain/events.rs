@@ -1294,21 +1294,8 @@ mod tests {
             // Now and then the same values as an array: serde could read a struct
             // from that by position, but only objects are events.
             let text = if next() % 25 == 0 {
-                let order = [
-                    "id",
-                    "type",
-                    "user_id",
-                    "timestamp",
-                    "feature",
-                    "enabled",
-                    "variant",
-                    "name",
-                    "score",
-                    "session_id",
-                    "environment",
-                    "properties",
-                ];
-                let values: Vec<&str> = order
+                // FIELDS lists the fields in the struct's order.
+                let values: Vec<&str> = FIELDS
                     .iter()
                     .map(|name| {
                         let key = format!("\"{name}\":");

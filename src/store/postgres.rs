@@ -139,15 +139,11 @@ impl PgStore {
         let mut index = self.lock_index().await;
         let mut tx = self.begin_write().await?;
         let fresh = Self::insert_events_impl(&mut tx, events, &mut index).await?;
-        let stored: Vec<&NewEvent> = events
-            .iter()
-            .zip(&fresh)
-            .filter(|(_, new)| **new)
-            .map(|(e, _)| e)
-            .collect();
-        let exposures = fold_exposures(stored.iter().copied().filter(|e| e.kind == "exposure"));
-        let environments: std::collections::BTreeSet<&str> =
-            stored.iter().map(|e| e.environment.as_str()).collect();
+        let StoredGroup {
+            stored,
+            exposures,
+            environments,
+        } = StoredGroup::of(events, &fresh);
         let mut fused = Vec::new();
         for environment in environments {
             for (feature, names) in Self::fused_outcomes(&mut tx, environment).await? {

@@ -610,6 +610,32 @@ pub(super) const FUSED_OUTCOMES: &str = "select feature, outcome_names from fuse
 pub(super) const QUARANTINE_COLUMNS: &str =
     "received_at, environment, token_name, reason, message, raw";
 
+/// What an ingest group newly stored: its events (`fresh` says which were new), their
+/// exposures folded per (environment, feature, user), and their environments.
+pub(super) struct StoredGroup<'a> {
+    pub stored: Vec<&'a NewEvent>,
+    pub exposures: Vec<Exposure>,
+    pub environments: std::collections::BTreeSet<&'a str>,
+}
+
+impl<'a> StoredGroup<'a> {
+    pub(super) fn of(events: &'a [NewEvent], fresh: &[bool]) -> StoredGroup<'a> {
+        let stored: Vec<&NewEvent> = events
+            .iter()
+            .zip(fresh)
+            .filter(|(_, new)| **new)
+            .map(|(e, _)| e)
+            .collect();
+        let exposures = fold_exposures(stored.iter().copied().filter(|e| e.kind == "exposure"));
+        let environments = stored.iter().map(|e| e.environment.as_str()).collect();
+        StoredGroup {
+            stored,
+            exposures,
+            environments,
+        }
+    }
+}
+
 /// Per environment, the latest receive time among a group's newly stored events.
 pub(super) fn ingest_watermarks<'a>(stored: &[&'a NewEvent]) -> Vec<(&'a str, i64)> {
     let mut latest: std::collections::BTreeMap<&str, i64> = Default::default();

@@ -549,17 +549,13 @@ mod raw {
         index: &mut IndexSession<'_>,
     ) -> Result<Vec<bool>, String> {
         let fresh = insert_events(db, events, &mut index.tail)?;
-        let stored: Vec<&NewEvent> = events
-            .iter()
-            .zip(&fresh)
-            .filter(|(_, new)| **new)
-            .map(|(e, _)| e)
-            .collect();
-        let exposures = fold_exposures(stored.iter().copied().filter(|e| e.kind == "exposure"));
         // Outcome upkeep is planned against each row's t0 before this group's
         // exposures are folded in.
-        let environments: std::collections::BTreeSet<&str> =
-            stored.iter().map(|e| e.environment.as_str()).collect();
+        let StoredGroup {
+            stored,
+            exposures,
+            environments,
+        } = StoredGroup::of(events, &fresh);
         let mut upkeep = Vec::new();
         for environment in environments {
             let features = fused_outcomes(db, environment)?;
@@ -1082,13 +1078,7 @@ mod raw {
         loop {
             match ffi::sqlite3_step(s) {
                 ffi::SQLITE_ROW => {
-                    let text = ffi::sqlite3_column_text(s, 0);
-                    let user_id = if text.is_null() {
-                        String::new()
-                    } else {
-                        let len = usize::try_from(ffi::sqlite3_column_bytes(s, 0)).unwrap_or(0);
-                        String::from_utf8_lossy(std::slice::from_raw_parts(text, len)).into_owned()
-                    };
+                    let user_id = text(s, 0);
                     let feedback_sum = (ffi::sqlite3_column_type(s, 9) != ffi::SQLITE_NULL)
                         .then(|| ffi::sqlite3_column_double(s, 9));
                     rows.push(OutcomeRow::from_sql((
@@ -1140,13 +1130,7 @@ mod raw {
                 _ => return Err(error(db)),
             }
             let s = stmt.0;
-            let text = ffi::sqlite3_column_text(s, 0);
-            let len = usize::try_from(ffi::sqlite3_column_bytes(s, 0)).unwrap_or(0);
-            let user_id = if text.is_null() {
-                String::new()
-            } else {
-                String::from_utf8_lossy(std::slice::from_raw_parts(text, len)).into_owned()
-            };
+            let user_id = text(s, 0);
             let outcomes = UserOutcomes {
                 active_days: int(s, 4).unwrap_or(0) as u64,
                 first_activation: int(s, 5),

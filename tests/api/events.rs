@@ -23,6 +23,17 @@ async fn send(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
         .unwrap()
 }
 
+/// Posts a body as is (for bodies `send`'s JSON encoding could not produce).
+async fn send_text(app: &TestApp, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    app.request(Method::POST, "/api/events")
+        .header("Authorization", CLIENT_TOKEN)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn with_feature(app: &TestApp, name: &str) {
     app.create_feature(name).await;
 }
@@ -137,14 +148,7 @@ async fn gzip_bodies_are_accepted_and_garbage_is_quarantined_whole(app: TestApp)
         .unwrap();
     assert_eq!(json_with_status(r, 202).await["accepted"], 1);
 
-    let r = app
-        .request(Method::POST, "/api/events")
-        .header("Authorization", CLIENT_TOKEN)
-        .header("Content-Type", "application/json")
-        .body("this is not json")
-        .send()
-        .await
-        .unwrap();
+    let r = send_text(&app, "this is not json").await;
     assert_eq!(json_with_status(r, 400).await["code"], "invalid_json");
     let q = json_with_status(
         app.get("/api/admin/events/quarantine?reason=invalid_body")
@@ -178,14 +182,7 @@ async fn bodies_invalid_deep_inside_are_refused_whole_and_events_must_be_objects
         r#"{"type":"activity","user_id":"\ud800","name":"x","timestamp":1}"#,
     ] {
         let body = format!("[{ok},{bad}]");
-        let r = app
-            .request(Method::POST, "/api/events")
-            .header("Authorization", CLIENT_TOKEN)
-            .header("Content-Type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+        let r = send_text(&app, body.clone()).await;
         assert_eq!(
             json_with_status(r, 400).await["code"],
             "invalid_json",
@@ -203,14 +200,7 @@ async fn bodies_invalid_deep_inside_are_refused_whole_and_events_must_be_objects
     assert_eq!(export["events"].as_array().unwrap().len(), 0, "{export}");
 
     let array = format!(r#"[["0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a02","error","deep",{t}]]"#);
-    let r = app
-        .request(Method::POST, "/api/events")
-        .header("Authorization", CLIENT_TOKEN)
-        .header("Content-Type", "application/json")
-        .body(array)
-        .send()
-        .await
-        .unwrap();
+    let r = send_text(&app, array).await;
     let body = json_with_status(r, 202).await;
     assert_eq!(body["accepted"], 0, "{body}");
     assert_eq!(body["rejected"][0]["code"], "invalid_event", "{body}");
