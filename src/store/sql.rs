@@ -385,14 +385,15 @@ pub(super) fn outcome_sql(
     let upto = users + usize::from(by_users);
     let sqlite = (
         "exposures x".to_string(),
-        // The runs that can hold events in [t0, as-of], then the user's keys in each.
-        // Chained left joins, not `left join (k join e)`: SQLite materialises the
-        // latter, scanning the whole key table per query.
+        // The runs that can hold events in [t0, as-of], then the user's row in each and
+        // the events it lists. Chained left joins, not `left join (k join e)`: SQLite
+        // materialises the latter, scanning the whole key table per query.
         format!(
             "event_runs r on r.run <= ${upto} and r.max_ts >= x.t0 and r.min_ts <= $3 \
              left join event_keys k on k.run = r.run and k.environment = x.environment \
-             and k.user_id = x.user_id and k.ts >= x.t0 and k.ts <= $3 \
-             left join events e on e.seq = k.event"
+             and k.user_id = x.user_id and k.max_ts >= x.t0 and k.min_ts <= $3 \
+             left join json_each(k.events) j \
+             left join events e on e.seq = j.value and e.ts >= x.t0 and e.ts <= $3"
         ),
     );
     let ((exposures, events), user_filter) = match (by_users, backend) {

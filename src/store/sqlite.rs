@@ -273,7 +273,9 @@ impl SqliteStore {
                     .bind(before)
                     .execute(&mut *conn)
                     .await?;
-                sqlx::query("delete from event_keys where ts < $1")
+                // A user's row straddling the cutoff keeps seqs of purged events; they
+                // join no event, and the row goes when its newest event does.
+                sqlx::query("delete from event_keys where max_ts < $1")
                     .bind(before)
                     .execute(&mut *conn)
                     .await?;
@@ -885,15 +887,17 @@ mod raw {
         }
         let keys = prepare(
             db,
-            "insert or ignore into event_keys (run, environment, user_id, ts, event) values (?1, ?2, ?3, ?4, ?5)",
+            "insert or ignore into event_keys (run, environment, user_id, min_ts, max_ts, events) \
+             values (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         let k = keys.0;
-        for (environment, user, ts, seq) in &slice.keys {
-            bind_text(db, k, 2, Some(environment))?;
-            bind_text(db, k, 3, Some(user))?;
+        for user in &slice.keys {
+            bind_text(db, k, 2, Some(&user.environment))?;
+            bind_text(db, k, 3, Some(&user.user_id))?;
+            bind_text(db, k, 6, Some(&user.events))?;
             if ffi::sqlite3_bind_int64(k, 1, slice.run) != ffi::SQLITE_OK
-                || ffi::sqlite3_bind_int64(k, 4, *ts) != ffi::SQLITE_OK
-                || ffi::sqlite3_bind_int64(k, 5, *seq) != ffi::SQLITE_OK
+                || ffi::sqlite3_bind_int64(k, 4, user.min_ts) != ffi::SQLITE_OK
+                || ffi::sqlite3_bind_int64(k, 5, user.max_ts) != ffi::SQLITE_OK
             {
                 return Err(error(db));
             }
@@ -1157,8 +1161,9 @@ impl_store!(SqliteStore, Sqlite, Backend::Sqlite);
 mod tests {
     use sqlx::Connection as _;
 
-    /// Migration 0009 on a database that already holds events: every event keeps its
-    /// columns, gets a seq, and is in the dedup and per-user index tables as one run.
+    /// Migrations 0009 and 0011 on a database that already holds events: every event
+    /// keeps its columns, gets a seq, and is in the dedup and per-user index tables as
+    /// one run, one row per user.
     #[tokio::test]
     async fn the_event_index_migration_indexes_stored_events() {
         let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
@@ -1173,45 +1178,57 @@ mod tests {
         sqlx::raw_sql(
             "insert into events values \
              ('00000000-0000-4000-8000-00000000000a', 'development', 'activity', 'u1', null, 'x', null, null, null, null, null, 100, 200), \
-             ('00000000-0000-4000-8000-00000000000b', 'development', 'error', 'u2', null, null, null, null, null, 's', '{}', 50, 300)",
+             ('00000000-0000-4000-8000-00000000000b', 'development', 'error', 'u2', null, null, null, null, null, 's', '{}', 50, 300), \
+             ('00000000-0000-4000-8000-00000000000c', 'development', 'activity', 'u1', null, 'y', null, null, null, null, null, 30, 400)",
         )
         .execute(&mut conn)
         .await
         .unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(read("0009_event_tail.sql")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        for migration in ["0009_event_tail.sql", "0011_packed_event_keys.sql"] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(read(migration)))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
         let events: Vec<(i64, String, String, Option<String>, i64)> =
             sqlx::query_as("select seq, id, user_id, session_id, ts from events order by seq")
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
-        assert_eq!(events.len(), 2);
+        assert_eq!(events.len(), 3);
         assert_eq!(events[1].3.as_deref(), Some("s"));
         let ids: Vec<(Vec<u8>,)> = sqlx::query_as("select id from event_ids order by id")
             .fetch_all(&mut conn)
             .await
             .unwrap();
-        assert_eq!(ids.len(), 2);
+        assert_eq!(ids.len(), 3);
         let a = super::id_bits("00000000-0000-4000-8000-00000000000a").unwrap();
         assert_eq!(ids[0].0, a.to_be_bytes().to_vec());
-        let keys: Vec<(i64, String, i64, i64)> =
-            sqlx::query_as("select run, user_id, ts, event from event_keys order by user_id")
-                .fetch_all(&mut conn)
-                .await
-                .unwrap();
-        assert_eq!(keys, [(2, "u1".into(), 100, 1), (2, "u2".into(), 50, 2)]);
+        let keys: Vec<(i64, String, i64, i64, i64)> = sqlx::query_as(
+            "select run, user_id, min_ts, max_ts, j.value from event_keys, json_each(events) j \
+             order by user_id, j.value",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            keys,
+            [
+                (3, "u1".into(), 30, 100, 1),
+                (3, "u1".into(), 30, 100, 3),
+                (3, "u2".into(), 50, 50, 2)
+            ]
+        );
         let runs: Vec<(i64, i64, i64)> =
             sqlx::query_as("select run, min_ts, max_ts from event_runs")
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
-        assert_eq!(runs, [(2, 50, 100)]);
+        assert_eq!(runs, [(3, 30, 100)]);
         let (upto,): (i64,) = sqlx::query_as("select upto from event_index")
             .fetch_one(&mut conn)
             .await
             .unwrap();
-        assert_eq!(upto, 2);
+        assert_eq!(upto, 3);
     }
 }

@@ -23,6 +23,7 @@
 //! writers and replicas share its tables, so no process may hold part of the index).
 
 use std::collections::{HashMap as StdHashMap, HashSet as StdHashSet};
+use std::fmt::Write as _;
 
 use crate::domain::fuse::outcomes::{OutcomeEvent, OutcomeNames};
 
@@ -38,7 +39,7 @@ type HashSet<K> = StdHashSet<K, foldhash::fast::RandomState>;
 /// page touched) and cost about 80 bytes of memory per event.
 pub(super) const DEFAULT_MOVE_AT: usize = 400_000;
 
-/// Index entries (of each table) moved per ingest group, at least: several times a
+/// Events (ids, and users' events) moved per ingest group, at least: several times a
 /// group's size, so a generation is moved well before the next one is due.
 pub(super) const MOVE_STEP: usize = 16_384;
 
@@ -143,8 +144,8 @@ struct Move {
 #[derive(Debug, Default)]
 pub(super) struct Slice {
     pub ids: Vec<u128>,
-    /// (environment, user_id, ts, seq), in key order.
-    pub keys: Vec<(String, String, i64, i64)>,
+    /// One row per user, in key order.
+    pub keys: Vec<UserKeys>,
     /// The run the keys belong to: the generation's highest seq.
     pub run: i64,
     /// On a generation's first slice: entries of runs above this `upto` are left over
@@ -158,6 +159,17 @@ pub(super) struct Slice {
     /// Whether taking this slice froze the generation. Undoing it then drops the move:
     /// the generation may include events of the failed transaction.
     froze: bool,
+}
+
+/// One user's events of a generation, as a row of `event_keys`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct UserKeys {
+    pub environment: String,
+    pub user_id: String,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    /// The events' seqs in time order, as a JSON array.
+    pub events: String,
 }
 
 /// The in-memory tail of the events table (see the module documentation).
@@ -537,7 +549,8 @@ impl EventTail {
             self.stored.insert(*id);
         }
         moving.id_pos = end;
-        while slice.keys.len() < step && moving.user_pos < moving.users.len() {
+        let mut entries = 0;
+        while entries < step && moving.user_pos < moving.users.len() {
             let (environment, user) = &moving.users[moving.user_pos];
             moving.user_pos += 1;
             let Some(events) = users.get(environment).and_then(|u| u.get(user)) else {
@@ -549,10 +562,26 @@ impl EventTail {
                 .map(|e| (e.ts, e.seq))
                 .collect();
             keys.sort_unstable();
-            slice.keys.extend(
-                keys.into_iter()
-                    .map(|(ts, seq)| (environment.clone(), user.clone(), ts, seq)),
-            );
+            let (Some(&(min_ts, _)), Some(&(max_ts, _))) = (keys.first(), keys.last()) else {
+                continue;
+            };
+            let mut json = String::with_capacity(2 + 12 * keys.len());
+            json.push('[');
+            for (i, (_, seq)) in keys.iter().enumerate() {
+                if i > 0 {
+                    json.push(',');
+                }
+                let _ = write!(json, "{seq}");
+            }
+            json.push(']');
+            entries += keys.len();
+            slice.keys.push(UserKeys {
+                environment: environment.clone(),
+                user_id: user.clone(),
+                min_ts,
+                max_ts,
+                events: json,
+            });
         }
         if moving.id_pos == moving.ids.len() && moving.user_pos == moving.users.len() {
             slice.completes = Some((moving.hi, moving.min_ts, moving.max_ts));
@@ -753,9 +782,20 @@ mod tests {
             assert_eq!(slice.run, n as i64);
         }
         assert_eq!(completes, Some((n as i64, 1, n as i64)));
-        assert_eq!((ids.len(), keys.len()), (n, n));
+        assert_eq!((ids.len(), keys.len()), (n, 1000));
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        // Each user's row lists their events in time order, with their span.
+        let user_7 = keys.iter().find(|k| k.user_id == "user-7").unwrap();
+        let seqs: Vec<i64> = serde_json::from_str(&user_7.events).unwrap();
+        assert_eq!(seqs.len(), 41);
+        assert!(seqs.iter().all(|s| s % 1000 == 7) && seqs.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!((user_7.min_ts, user_7.max_ts), (7, 40_007));
+        let total: usize = keys
+            .iter()
+            .map(|k| serde_json::from_str::<Vec<i64>>(&k.events).unwrap().len())
+            .sum();
+        assert_eq!(total, n);
         // Events pushed during the move stay; the moved ones leave.
         tail.push(n as i64 + 1, 7, &event("late", "activity", 1));
         tail.complete(n as i64);
