@@ -4,7 +4,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Pool, Postgres};
 
 use super::sql::*;
-use super::tail::{Forget, Indexed};
+use super::tail::{ExposedUsers, Forget, Indexed};
 use super::*;
 use super::{CohortRow, FuseChange, FuseRecord, FuseSnapshot};
 use crate::domain::admin::FeatureEnvironment;
@@ -18,7 +18,27 @@ pub struct PgStore {
     url: String,
     /// The session holding the scheduler's advisory lock while this replica leads.
     leader: std::sync::Arc<tokio::sync::Mutex<Option<sqlx::PgConnection>>>,
+    /// Which users have exposure rows, as far as this replica has read `exposure_log`.
+    exposed: std::sync::Arc<std::sync::Mutex<ExposedView>>,
 }
+
+/// This replica's filters of exposed users per fused feature (see
+/// [`ExposedUsers`]) and the last `exposure_log` row they include. Read and changed
+/// only under the outcome advisory lock, which every exposure-writing group holds:
+/// the filters then answer "no" only for users without a committed exposure row.
+#[derive(Default)]
+struct ExposedView {
+    users: ExposedUsers,
+    /// `None` until the first fill: no filter is trusted yet.
+    seen: Option<i64>,
+}
+
+/// `exposure_log` rows kept: a replica that has not read the log for this many
+/// exposure-writing groups refills its filters from `exposures` (one scan per fused
+/// feature) instead of catching up.
+const EXPOSURE_LOG_KEEP: i64 = 1024;
+/// Every this many log rows, the group that wrote one prunes the older ones.
+const EXPOSURE_LOG_PRUNE_EVERY: i64 = 128;
 
 /// Advisory lock key of the scheduler leader ("FUSE" in ASCII).
 const LEADER_LOCK: i64 = 0x4655_5345;
@@ -35,6 +55,7 @@ impl PgStore {
             pool,
             url: url.to_string(),
             leader: Default::default(),
+            exposed: Default::default(),
         })
     }
 
@@ -145,44 +166,71 @@ impl PgStore {
             environments,
         } = StoredGroup::of(events, &fresh);
         let mut fused = Vec::new();
+        let mut fused_by_environment = Vec::new();
         for environment in environments {
-            for (feature, names) in Self::fused_outcomes(&mut tx, environment).await? {
+            let features = Self::fused_outcomes(&mut tx, environment).await?;
+            let names: Vec<String> = features.iter().map(|(f, _)| f.clone()).collect();
+            fused_by_environment.push((environment, names));
+            for (feature, names) in features {
                 fused.push((environment.to_string(), feature, names));
             }
         }
-        let mut upkeep = Vec::new();
-        if !fused.is_empty() {
+        // Every group that writes exposure rows holds the lock, so `exposure_log`
+        // numbers them in commit order (see migration 0012).
+        if !fused.is_empty() || !exposures.is_empty() {
             Self::lock_outcomes(&mut tx).await?;
-            // Each row's t0 before this group's exposures are folded in.
-            for (environment, feature, names) in fused {
-                let exposed = exposed_users(&exposures, &environment, &feature);
-                let mut old_t0 = std::collections::HashMap::new();
-                let users: Vec<&str> = exposed.iter().map(|(user, _)| *user).collect();
-                for chunk in users.chunks(EVENT_CHUNK) {
-                    let q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(
-                        exposures_of_users_sql("user_id, t0", Backend::Postgres),
-                    ))
-                    .bind(&environment)
-                    .bind(&feature)
-                    .bind(to_json(&chunk)?);
-                    old_t0.extend(q.fetch_all(&mut *tx).await?);
-                }
-                let rebuild = users_to_rebuild(&exposed, &old_t0);
-                upkeep.push(FusedUpkeep {
-                    environment,
-                    feature,
-                    names,
-                    rebuild,
-                });
-            }
         }
+        if !fused.is_empty() {
+            self.catch_up_exposed(&mut tx, &fused_by_environment)
+                .await?;
+        }
+        let mut upkeep = Vec::new();
+        for (environment, feature, names) in fused {
+            let exposed = exposed_users(&exposures, &environment, &feature);
+            // A user the filter has never seen has no row: no t0 to read. Each row's
+            // t0 is read before this group's exposures are folded in.
+            let users: Vec<&str> = {
+                let view = self.exposed_view();
+                let filter = view.users.filter(&environment, &feature);
+                exposed
+                    .iter()
+                    .map(|(user, _)| *user)
+                    .filter(|user| filter.as_ref().is_none_or(|f| f.may_have(user)))
+                    .collect()
+            };
+            let mut old_t0 = std::collections::HashMap::new();
+            for chunk in users.chunks(EVENT_CHUNK) {
+                let q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(
+                    exposures_of_users_sql("user_id, t0", Backend::Postgres),
+                ))
+                .bind(&environment)
+                .bind(&feature)
+                .bind(to_json(&chunk)?);
+                old_t0.extend(q.fetch_all(&mut *tx).await?);
+            }
+            let rebuild = users_to_rebuild(&exposed, &old_t0);
+            upkeep.push(FusedUpkeep {
+                environment,
+                feature,
+                names,
+                rebuild,
+            });
+        }
+        let mut logged = None;
         if !exposures.is_empty() {
             Self::upsert_exposures_impl(&mut tx, &exposures).await?;
+            logged = Some(Self::log_exposures(&mut tx, &exposures).await?);
+            // Added before commit: a rollback leaves only users the filter need
+            // not have (an extra probe, never a missed row).
+            let mut view = self.exposed_view();
+            for x in &exposures {
+                view.users.add(&x.environment, &x.feature, &x.user_id);
+            }
         }
         if !upkeep.is_empty() {
             let by_user = outcome_events_by_user(&stored);
             for fused in &upkeep {
-                Self::maintain(&mut tx, fused, &by_user).await?;
+                self.maintain(&mut tx, fused, &by_user).await?;
             }
         }
         for (environment, at) in ingest_watermarks(&stored) {
@@ -224,7 +272,112 @@ impl PgStore {
         }
         tx.commit().await?;
         index.committed();
+        if let Some(seq) = logged {
+            // This group's own row is applied already (above); skip re-reading it
+            // when nothing came between.
+            let mut view = self.exposed_view();
+            if view.seen == Some(seq - 1) {
+                view.seen = Some(seq);
+            }
+        }
         Ok(fresh)
+    }
+
+    fn exposed_view(&self) -> std::sync::MutexGuard<'_, ExposedView> {
+        // A panic while holding it leaves filters with extra users at worst.
+        self.exposed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Brings this replica's exposed-user filters up to date under the outcome
+    /// lock: applies the `exposure_log` rows written since the last one seen (or,
+    /// when some were pruned, starts over), drops filters of features no longer
+    /// fused, and fills a missing filter from the feature's exposure rows.
+    async fn catch_up_exposed(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        fused_by_environment: &[(&str, Vec<String>)],
+    ) -> StoreResult<()> {
+        let seen = self.exposed_view().seen;
+        let mut start_over = true;
+        if let Some(seen) = seen {
+            let rows: Vec<(i64, Vec<String>, Vec<String>, Vec<String>)> = sqlx::query_as(
+                "select seq, environments, features, users from exposure_log where seq > $1 order by seq",
+            )
+            .bind(seen)
+            .fetch_all(&mut *conn)
+            .await?;
+            // Numbers are gap-free, so a gap means pruned rows this replica missed.
+            if rows.first().is_none_or(|(seq, ..)| *seq == seen + 1) {
+                start_over = false;
+                let mut view = self.exposed_view();
+                for (seq, environments, features, users) in &rows {
+                    for ((environment, feature), user) in
+                        environments.iter().zip(features).zip(users)
+                    {
+                        view.users.add(environment, feature, user);
+                    }
+                    view.seen = Some(*seq);
+                }
+            }
+        }
+        if start_over {
+            let (last,): (i64,) = sqlx::query_as("select coalesce(max(seq), 0) from exposure_log")
+                .fetch_one(&mut *conn)
+                .await?;
+            *self.exposed_view() = ExposedView {
+                users: ExposedUsers::default(),
+                seen: Some(last),
+            };
+        }
+        for (environment, features) in fused_by_environment {
+            let fused: Vec<&str> = features.iter().map(String::as_str).collect();
+            self.exposed_view().users.keep_only(environment, &fused);
+            for feature in features {
+                if self
+                    .exposed_view()
+                    .users
+                    .filter(environment, feature)
+                    .is_some()
+                {
+                    continue;
+                }
+                let users: Vec<(String,)> = sqlx::query_as(
+                    "select user_id from exposures where environment = $1 and feature = $2",
+                )
+                .bind(*environment)
+                .bind(feature)
+                .fetch_all(&mut *conn)
+                .await?;
+                let users = users.iter().map(|(user,)| user.as_str());
+                self.exposed_view().users.fill(environment, feature, users);
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a group's exposures to `exposure_log` (under the outcome lock) and
+    /// returns the row's number; every [`EXPOSURE_LOG_PRUNE_EVERY`]th row also prunes.
+    async fn log_exposures(
+        conn: &mut sqlx::PgConnection,
+        exposures: &[Exposure],
+    ) -> StoreResult<i64> {
+        let column = |f: fn(&Exposure) -> &str| exposures.iter().map(f).collect::<Vec<_>>();
+        let (seq,): (i64,) = sqlx::query_as(
+            "insert into exposure_log (seq, environments, features, users) \
+             select coalesce(max(seq), 0) + 1, $1, $2, $3 from exposure_log returning seq",
+        )
+        .bind(column(|x| &x.environment))
+        .bind(column(|x| &x.feature))
+        .bind(column(|x| &x.user_id))
+        .fetch_one(&mut *conn)
+        .await?;
+        if seq % EXPOSURE_LOG_PRUNE_EVERY == 0 {
+            sqlx::query("delete from exposure_log where seq <= $1")
+                .bind(seq - EXPOSURE_LOG_KEEP)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(seq)
     }
 
     /// Features of `environment` whose outcome aggregates are built, with the names
@@ -246,6 +399,7 @@ impl PgStore {
     /// rebuilds the rows [`FusedUpkeep::rebuild`] names from their stored events,
     /// and folds the group's events into every other exposed user's row.
     async fn maintain(
+        &self,
         conn: &mut sqlx::PgConnection,
         upkeep: &FusedUpkeep<'_>,
         by_user: &OutcomeEventsByUser<'_>,
@@ -264,7 +418,11 @@ impl PgStore {
             .await?;
             Self::write_outcomes(conn, environment, feature, &rows).await?;
         }
-        let users = users_to_fold(by_user, environment, &upkeep.rebuild);
+        let mut users = users_to_fold(by_user, environment, &upkeep.rebuild);
+        // Users never exposed to the feature have no row to fold into: no probe.
+        if let Some(filter) = self.exposed_view().users.filter(environment, feature) {
+            users.retain(|user| filter.may_have(user));
+        }
         if users.is_empty() {
             return Ok(());
         }

@@ -821,6 +821,117 @@ async fn only_one_postgres_replica_leads_and_another_takes_over_when_it_dies() {
     }
 }
 
+/// PostgreSQL replicas keep in-memory filters of which users have exposure rows, and
+/// learn of rows another replica wrote through `exposure_log`. A replica whose filter
+/// was filled before another replica stored a user's first exposure must still fold
+/// that user's later events into the aggregates, also after the log rows it had not
+/// read were pruned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_replica_folds_events_of_users_another_replica_exposed() {
+    use fusebox::domain::fuse::outcomes::OutcomeNames;
+    use fusebox::store::{NewEvent, Store};
+    let Some(app) = crate::helpers::spawn_app(crate::helpers::Backend::Postgres).await else {
+        return;
+    };
+    app.create_feature("shared").await;
+    let config = json!({"activation_events": ["signup"]});
+    json_with_status(app.put(&fuse_path("shared"), &config).await, 201).await;
+    let names = OutcomeNames {
+        activation: vec!["signup".into()],
+        adoption: vec![],
+    };
+    let a = app.state.store.clone();
+    let b = fusebox::store::PgStore::connect(&app.database_url, 2)
+        .await
+        .unwrap();
+    // The first look builds the aggregates: from now on ingest keeps them.
+    a.live_cohort_rows("development", "shared", &names)
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut n = 0u128;
+    let mut event = |user: &str, signup: bool, ts: i64| {
+        n += 1;
+        NewEvent {
+            id: uuid::Uuid::from_u128(0xb0b << 64 | n).to_string(),
+            environment: "development".into(),
+            kind: if signup { "activity" } else { "exposure" },
+            user_id: user.into(),
+            feature: (!signup).then(|| "shared".into()),
+            name: signup.then(|| "signup".into()),
+            enabled: (!signup).then_some(true),
+            variant: None,
+            score: None,
+            session_id: None,
+            properties: None,
+            ts,
+            received_at: now,
+        }
+    };
+    let check = |label: &'static str, activated: &'static [&'static str]| {
+        let a = a.clone();
+        let names = names.clone();
+        async move {
+            let mut live = a
+                .live_cohort_rows("development", "shared", &names)
+                .await
+                .unwrap();
+            let mut scan = a
+                .cohort_rows("development", "shared", i64::MAX, &names)
+                .await
+                .unwrap();
+            live.sort_by(|x, y| x.user_id.cmp(&y.user_id));
+            scan.sort_by(|x, y| x.user_id.cmp(&y.user_id));
+            assert_eq!(live, scan, "{label}");
+            for user in activated {
+                let row = live.iter().find(|r| r.user_id == *user).unwrap();
+                assert!(row.first_activation.is_some(), "{label}: {row:?}");
+            }
+        }
+    };
+
+    // Replica A fills its filter while only its own user is exposed.
+    a.ingest(&[event("a-user", false, now - 3 * HOUR)], &[])
+        .await
+        .unwrap();
+    a.ingest(&[event("a-user", true, now - 150 * 60_000)], &[])
+        .await
+        .unwrap();
+    // Replica B stores two users' first exposures.
+    for user in ["b-user-1", "b-user-2"] {
+        b.ingest(&[event(user, false, now - 2 * HOUR)], &[])
+            .await
+            .unwrap();
+    }
+    a.ingest(&[event("b-user-1", true, now - HOUR)], &[])
+        .await
+        .unwrap();
+    check("caught up", &["a-user", "b-user-1"]).await;
+
+    // B stores two more; the older of the two log rows is pruned before A reads it.
+    for user in ["b-user-3", "b-user-4"] {
+        b.ingest(&[event(user, false, now - 2 * HOUR)], &[])
+            .await
+            .unwrap();
+    }
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&app.database_url)
+        .await
+        .unwrap();
+    let (last,): (i64,) = sqlx::query_as("select max(seq) from exposure_log")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("delete from exposure_log where seq < $1")
+        .bind(last)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    a.ingest(&[event("b-user-3", true, now - HOUR)], &[])
+        .await
+        .unwrap();
+    check("after pruning", &["a-user", "b-user-1", "b-user-3"]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_scheduler_pass_starts_after_shutdown() {
     let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite)
