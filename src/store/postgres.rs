@@ -4,7 +4,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Pool, Postgres};
 
 use super::sql::*;
-use super::tail::{ExposedUsers, Forget, Indexed};
+use super::tail::{id_bits, ExposedUsers, Forget, Indexed};
 use super::*;
 use super::{CohortRow, FuseChange, FuseRecord, FuseSnapshot};
 use crate::domain::admin::FeatureEnvironment;
@@ -32,6 +32,10 @@ struct ExposedView {
     /// `None` until the first fill: no filter is trusted yet.
     seen: Option<i64>,
 }
+
+/// An `exposure_log` row: its number and the (environment, feature, user) of each
+/// exposure row the group wrote, as three parallel arrays.
+type LogRow = (i64, Vec<String>, Vec<String>, Vec<String>);
 
 /// `exposure_log` rows kept: a replica that has not read the log for this many
 /// exposure-writing groups refills its filters from `exposures` (one scan per fused
@@ -159,7 +163,16 @@ impl PgStore {
     ) -> StoreResult<Vec<bool>> {
         let mut index = self.lock_index().await;
         let mut tx = self.begin_write().await?;
-        let fresh = Self::insert_events_impl(&mut tx, events, &mut index).await?;
+        let fresh = match Self::copy_events(&mut tx, events).await? {
+            Some(fresh) => fresh,
+            None => {
+                // Another transaction stored one of these ids since the check: start
+                // over with the statement that skips stored ids row by row.
+                tx.rollback().await?;
+                tx = self.begin_write().await?;
+                Self::insert_events_impl(&mut tx, events, &mut index).await?
+            }
+        };
         let StoredGroup {
             stored,
             exposures,
@@ -300,7 +313,7 @@ impl PgStore {
         let seen = self.exposed_view().seen;
         let mut start_over = true;
         if let Some(seen) = seen {
-            let rows: Vec<(i64, Vec<String>, Vec<String>, Vec<String>)> = sqlx::query_as(
+            let rows: Vec<LogRow> = sqlx::query_as(
                 "select seq, environments, features, users from exposure_log where seq > $1 order by seq",
             )
             .bind(seen)
@@ -434,6 +447,56 @@ impl PgStore {
 }
 
 impl PgStore {
+    /// Stores a group's events with binary COPY, reporting for each whether it was
+    /// new. COPY fills heap pages several rows per WAL record and skips the
+    /// executor's per-row work, but it cannot skip a stored id: ids already stored
+    /// (and later copies within the group) are found first, in one index scan, and
+    /// left out. `None` when the COPY still hit a stored id (another transaction
+    /// committed it meanwhile) and the transaction must start over; or when an id
+    /// does not parse, so that the row-by-row insert reports it.
+    async fn copy_events(
+        conn: &mut sqlx::PgConnection,
+        events: &[NewEvent],
+    ) -> StoreResult<Option<Vec<bool>>> {
+        if events.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        let stored: Vec<(String,)> = sqlx::query_as(
+            "select cast(id as text) from events where id = any(cast($1 as uuid[]))",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut seen: std::collections::HashSet<&str> =
+            stored.iter().map(|(id,)| id.as_str()).collect();
+        let fresh: Vec<bool> = events.iter().map(|e| seen.insert(&e.id)).collect();
+        let rows: Vec<&NewEvent> = events
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, new)| **new)
+            .map(|(e, _)| e)
+            .collect();
+        if rows.is_empty() {
+            return Ok(Some(fresh));
+        }
+        let Some(data) = copy_binary(&rows) else {
+            return Ok(None);
+        };
+        let mut copy = conn
+            .copy_in_raw(
+                "copy events (id, environment, kind, user_id, feature, name, enabled, variant, score, \
+                 session_id, properties, ts, received_at) from stdin (format binary)",
+            )
+            .await?;
+        copy.send(data).await?;
+        match copy.finish().await {
+            Ok(_) => Ok(Some(fresh)),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Inserts a group's events, reporting for each whether it was new (`false`: its
     /// id was already stored). One statement over column arrays (`unnest`) instead of
     /// multi-row VALUES: the server parses and plans 13 parameters, not 13 per event.
@@ -568,6 +631,50 @@ impl PgStore {
         parse_copy_binary(&data)
             .map_err(|e| StoreError::Other(anyhow::anyhow!("reading outcome aggregates: {e}")))
     }
+}
+
+/// Events as PostgreSQL binary COPY data, in the column order of
+/// [`PgStore::copy_events`]; `None` if an id is not a UUID.
+fn copy_binary(events: &[&NewEvent]) -> Option<Vec<u8>> {
+    fn field(out: &mut Vec<u8>, value: Option<&[u8]>) {
+        match value {
+            Some(bytes) => {
+                // Values here are far below 2 GiB (bodies are capped well below).
+                out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+                out.extend_from_slice(bytes);
+            }
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    let text = |out: &mut Vec<u8>, value: Option<&str>| field(out, value.map(str::as_bytes));
+    let mut out = Vec::with_capacity(32 + events.len() * 192);
+    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    out.extend_from_slice(&0i32.to_be_bytes()); // flags
+    out.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+    for e in events {
+        out.extend_from_slice(&13i16.to_be_bytes());
+        field(&mut out, Some(&id_bits(&e.id)?.to_be_bytes()));
+        text(&mut out, Some(&e.environment));
+        text(&mut out, Some(e.kind));
+        text(&mut out, Some(&e.user_id));
+        text(&mut out, e.feature.as_deref());
+        text(&mut out, e.name.as_deref());
+        field(
+            &mut out,
+            e.enabled.map(|b| [u8::from(b)]).as_ref().map(|b| &b[..]),
+        );
+        text(&mut out, e.variant.as_deref());
+        field(
+            &mut out,
+            e.score.map(|x| x.to_be_bytes()).as_ref().map(|b| &b[..]),
+        );
+        text(&mut out, e.session_id.as_deref());
+        text(&mut out, e.properties.as_deref());
+        field(&mut out, Some(&e.ts.to_be_bytes()));
+        field(&mut out, Some(&e.received_at.to_be_bytes()));
+    }
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    Some(out)
 }
 
 /// Parses PostgreSQL's binary COPY of [`OUTCOME_COLUMNS`].

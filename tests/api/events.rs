@@ -572,3 +572,56 @@ async fn a_full_ingest_queue_answers_503_with_retry_after(backend: Backend) {
         1
     );
 }
+
+/// PostgreSQL stores a group with COPY after leaving out the ids it found stored.
+/// An id that another transaction commits between that check and the COPY makes
+/// the COPY fail; the group then starts over and must count that id as a duplicate
+/// and store the rest once. Here the other transaction holds the id uncommitted
+/// while the group checks, so the COPY waits on it and fails when it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_stored_concurrently_with_a_postgres_copy_is_a_duplicate() {
+    use sqlx::{Connection, Executor};
+    let Some(app) = crate::helpers::spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let event = |id: &str| fusebox::store::NewEvent {
+        id: id.into(),
+        environment: "development".into(),
+        kind: "activity",
+        user_id: "racer".into(),
+        feature: None,
+        name: Some("click".into()),
+        enabled: None,
+        variant: None,
+        score: None,
+        session_id: None,
+        properties: None,
+        ts: now_ms(),
+        received_at: now_ms(),
+    };
+    let raced = "00000000-0000-4000-8000-0000000000aa";
+    let other = "00000000-0000-4000-8000-0000000000bb";
+    let mut conn = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    conn.execute("begin").await.unwrap();
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "insert into events (id, environment, kind, user_id, ts, received_at) \
+         values ('{raced}', 'development', 'activity', 'racer', 1, 1)"
+    )))
+    .await
+    .unwrap();
+    let store = app.state.store.clone();
+    let group = [event(other), event(raced)];
+    let ingest = tokio::spawn(async move { store.ingest(&group, &[]).await });
+    // Long enough for the group to pass its check and wait in the COPY.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !ingest.is_finished(),
+        "the COPY should wait for the other transaction"
+    );
+    conn.execute("commit").await.unwrap();
+    let fresh = ingest.await.unwrap().unwrap();
+    assert_eq!(fresh, [true, false]);
+    assert_eq!(app.state.store.count_events().await.unwrap(), 2);
+}
