@@ -578,6 +578,7 @@ async fn a_full_ingest_queue_answers_503_with_retry_after(backend: Backend) {
 /// the COPY fail; the group then starts over and must count that id as a duplicate
 /// and store the rest once. Here the other transaction holds the id uncommitted
 /// while the group checks, so the COPY waits on it and fails when it commits.
+/// The same goes for ids a replica never looks up because it never stored them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_stored_concurrently_with_a_postgres_copy_is_a_duplicate() {
     use sqlx::{Connection, Executor};
@@ -624,4 +625,17 @@ async fn an_id_stored_concurrently_with_a_postgres_copy_is_a_duplicate() {
     let fresh = ingest.await.unwrap().unwrap();
     assert_eq!(fresh, [true, false]);
     assert_eq!(app.state.store.count_events().await.unwrap(), 2);
+
+    // Another replica has never stored these ids, so it does not look them up
+    // first: its COPY fails on them and its group starts over.
+    let replica = fusebox::store::PgStore::connect(&app.database_url, 2)
+        .await
+        .unwrap();
+    let third = "00000000-0000-4000-8000-0000000000cc";
+    let fresh =
+        fusebox::store::Store::ingest(&replica, &[event(raced), event(third), event(other)], &[])
+            .await
+            .unwrap();
+    assert_eq!(fresh, [false, true, false]);
+    assert_eq!(app.state.store.count_events().await.unwrap(), 3);
 }
