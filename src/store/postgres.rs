@@ -182,8 +182,9 @@ impl PgStore {
         let fresh = match self.copy_events(&mut tx, events).await? {
             Some(fresh) => fresh,
             None => {
-                // Another transaction stored one of these ids since the check: start
-                // over with the statement that skips stored ids row by row.
+                // An id was stored that the lookup did not cover (another replica's,
+                // or one committed since): start over with the statement that skips
+                // stored ids row by row.
                 tx.rollback().await?;
                 tx = self.begin_write().await?;
                 Self::insert_events_impl(&mut tx, events, &mut index).await?
