@@ -228,14 +228,15 @@ impl PgStore {
                     .filter(|user| filter.as_ref().is_none_or(|f| f.may_have(user)))
                     .collect()
             };
+            // One read for all of them: the users go as one JSON array parameter.
             let mut old_t0 = std::collections::HashMap::new();
-            for chunk in users.chunks(EVENT_CHUNK) {
+            if !users.is_empty() {
                 let q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(
                     exposures_of_users_sql("user_id, t0", Backend::Postgres),
                 ))
                 .bind(&environment)
                 .bind(&feature)
-                .bind(to_json(&chunk)?);
+                .bind(to_json(&users)?);
                 old_t0.extend(q.fetch_all(&mut *tx).await?);
             }
             let rebuild = users_to_rebuild(&exposed, &old_t0);

@@ -7,7 +7,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    json_with_status, spawn_app_with, Backend, TestApp, CLIENT_TOKEN, FRONTEND_TOKEN,
+    json_with_status, spawn_app_with, store_activity, Backend, TestApp, CLIENT_TOKEN,
+    FRONTEND_TOKEN,
 };
 
 fn now_ms() -> i64 {
@@ -377,19 +378,15 @@ async fn a_user_can_be_exported_and_erased_and_old_events_purged(app: TestApp) {
 /// stores every column as given.
 async fn the_store_reports_which_events_were_new(app: TestApp) {
     let event = |id: &str, user: &str| fusebox::store::NewEvent {
-        id: id.into(),
-        environment: "development".into(),
         kind: "feedback",
-        user_id: user.into(),
         feature: Some("f".into()),
         name: None,
-        enabled: None,
-        variant: None,
         score: Some(0.25),
         session_id: Some("s".into()),
         properties: Some(r#"{"plan":"pro"}"#.into()),
         ts: 1_700_000_000_123,
         received_at: 1_700_000_000_456,
+        ..store_activity(id, "development", user, "")
     };
     let a = "00000000-0000-4000-8000-00000000000a";
     let b = "00000000-0000-4000-8000-00000000000b";
@@ -455,20 +452,8 @@ async fn a_failed_ingest_group_stores_nothing(app: TestApp) {
             }
         }
     }
-    let event = |id: &str, environment: &str| fusebox::store::NewEvent {
-        id: id.into(),
-        environment: environment.into(),
-        kind: "activity",
-        user_id: "rolled-back".into(),
-        feature: None,
-        name: Some("session_start".into()),
-        enabled: None,
-        variant: None,
-        score: None,
-        session_id: None,
-        properties: None,
-        ts: now_ms(),
-        received_at: now_ms(),
+    let event = |id: &str, environment: &str| {
+        store_activity(id, environment, "rolled-back", "session_start")
     };
     let a = "00000000-0000-4000-8000-0000000000a1";
     let b = "00000000-0000-4000-8000-0000000000b1";
@@ -585,21 +570,7 @@ async fn an_id_stored_concurrently_with_a_postgres_copy_is_a_duplicate() {
     let Some(app) = crate::helpers::spawn_app(Backend::Postgres).await else {
         return;
     };
-    let event = |id: &str| fusebox::store::NewEvent {
-        id: id.into(),
-        environment: "development".into(),
-        kind: "activity",
-        user_id: "racer".into(),
-        feature: None,
-        name: Some("click".into()),
-        enabled: None,
-        variant: None,
-        score: None,
-        session_id: None,
-        properties: None,
-        ts: now_ms(),
-        received_at: now_ms(),
-    };
+    let event = |id: &str| store_activity(id, "development", "racer", "click");
     let raced = "00000000-0000-4000-8000-0000000000aa";
     let other = "00000000-0000-4000-8000-0000000000bb";
     let mut conn = sqlx::PgConnection::connect(&app.database_url)

@@ -528,6 +528,39 @@ async fn a_backtest_replays_the_rules_over_stored_events_without_applying(app: T
     assert_eq!(bad["details"][0]["path"], "step");
 }
 
+/// A fused feature's live aggregates in `development`, sorted by user, after
+/// asserting they equal a from-scratch scan of the stored events (feedback means to
+/// 1e-12: the two sum in different orders).
+async fn live_rows_equal_a_scan(
+    store: &dyn fusebox::store::Store,
+    feature: &str,
+    names: &fusebox::domain::fuse::outcomes::OutcomeNames,
+    label: &str,
+) -> Vec<fusebox::store::CohortRow> {
+    let mut live = store
+        .live_cohort_rows("development", feature, names)
+        .await
+        .unwrap();
+    let mut scan = store
+        .cohort_rows("development", feature, i64::MAX, names)
+        .await
+        .unwrap();
+    live.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+    scan.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+    assert_eq!(live.len(), scan.len(), "{label}");
+    for (l, s) in live.iter().zip(&scan) {
+        let close = match (l.feedback, s.feedback) {
+            (Some(a), Some(b)) => (a - b).abs() < 1e-12,
+            (a, b) => a == b,
+        };
+        assert!(close, "{label}: feedback {l:?} vs {s:?}");
+        let mut l = l.clone();
+        l.feedback = s.feedback;
+        assert_eq!(&l, s, "{label}");
+    }
+    live
+}
+
 /// Ingest keeps per-user outcome aggregates for fused features so a live look need
 /// not scan events; they must equal a from-scratch scan whatever order events arrive
 /// in: activity before its exposure, an earlier exposure arriving late, duplicates,
@@ -601,28 +634,9 @@ async fn live_aggregates_equal_a_scan_of_the_stored_events(app: TestApp) {
     let compare = |label: &'static str, names: OutcomeNames| {
         let store = store.clone();
         async move {
-            let mut live = store
-                .live_cohort_rows("development", "agg", &names)
+            live_rows_equal_a_scan(store.as_ref(), "agg", &names, label)
                 .await
-                .unwrap();
-            let mut scan = store
-                .cohort_rows("development", "agg", i64::MAX, &names)
-                .await
-                .unwrap();
-            live.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-            scan.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-            assert_eq!(live.len(), scan.len(), "{label}");
-            for (l, s) in live.iter().zip(&scan) {
-                let close = match (l.feedback, s.feedback) {
-                    (Some(a), Some(b)) => (a - b).abs() < 1e-12,
-                    (a, b) => a == b,
-                };
-                assert!(close, "{label}: feedback {l:?} vs {s:?}");
-                let mut l = l.clone();
-                l.feedback = s.feedback;
-                assert_eq!(&l, s, "{label}");
-            }
-            live.len()
+                .len()
         }
     };
 
@@ -852,37 +866,21 @@ async fn a_postgres_replica_folds_events_of_users_another_replica_exposed() {
     let mut n = 0u128;
     let mut event = |user: &str, signup: bool, ts: i64| {
         n += 1;
+        let id = uuid::Uuid::from_u128(0xb0b << 64 | n).to_string();
         NewEvent {
-            id: uuid::Uuid::from_u128(0xb0b << 64 | n).to_string(),
-            environment: "development".into(),
             kind: if signup { "activity" } else { "exposure" },
-            user_id: user.into(),
             feature: (!signup).then(|| "shared".into()),
             name: signup.then(|| "signup".into()),
             enabled: (!signup).then_some(true),
-            variant: None,
-            score: None,
-            session_id: None,
-            properties: None,
             ts,
-            received_at: now,
+            ..crate::helpers::store_activity(&id, "development", user, "signup")
         }
     };
     let check = |label: &'static str, activated: &'static [&'static str]| {
         let a = a.clone();
         let names = names.clone();
         async move {
-            let mut live = a
-                .live_cohort_rows("development", "shared", &names)
-                .await
-                .unwrap();
-            let mut scan = a
-                .cohort_rows("development", "shared", i64::MAX, &names)
-                .await
-                .unwrap();
-            live.sort_by(|x, y| x.user_id.cmp(&y.user_id));
-            scan.sort_by(|x, y| x.user_id.cmp(&y.user_id));
-            assert_eq!(live, scan, "{label}");
+            let live = live_rows_equal_a_scan(a.as_ref(), "shared", &names, label).await;
             for user in activated {
                 let row = live.iter().find(|r| r.user_id == *user).unwrap();
                 assert!(row.first_activation.is_some(), "{label}: {row:?}");

@@ -260,3 +260,30 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// An activity event named `name`, happening now, as the store takes it; tests
+/// change other fields with struct update syntax.
+#[allow(dead_code)] // not every test module stores events directly
+pub fn store_activity(
+    id: &str,
+    environment: &str,
+    user: &str,
+    name: &str,
+) -> fusebox::store::NewEvent {
+    let now = chrono::Utc::now().timestamp_millis();
+    fusebox::store::NewEvent {
+        id: id.into(),
+        environment: environment.into(),
+        kind: "activity",
+        user_id: user.into(),
+        feature: None,
+        name: Some(name.into()),
+        enabled: None,
+        variant: None,
+        score: None,
+        session_id: None,
+        properties: None,
+        ts: now,
+        received_at: now,
+    }
+}
