@@ -50,7 +50,14 @@ impl IndexSession<'_> {
             self.tail.forget(&what);
         }
         if let Some((upto, _, _)) = self.slice.take().and_then(|s| s.completes) {
-            self.tail.complete(upto);
+            if let Some(moved) = self.tail.complete(upto) {
+                // Freeing a generation (hundreds of thousands of entries) is not the
+                // serial writer's work.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => drop(runtime.spawn_blocking(move || drop(moved))),
+                    Err(_) => drop(moved),
+                }
+            }
         }
     }
 }
@@ -58,11 +65,13 @@ impl IndexSession<'_> {
 impl Drop for IndexSession<'_> {
     fn drop(&mut self) {
         if !self.done {
-            let mark = self.mark;
-            self.tail.truncate_after(mark);
+            // Undone first: a slice that froze the generation thaws it, so the
+            // transaction's events are all current again when they are dropped.
             if let Some(slice) = self.slice.take() {
                 self.tail.undo(&slice);
             }
+            let mark = self.mark;
+            self.tail.truncate_after(mark);
         }
     }
 }

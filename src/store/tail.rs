@@ -15,7 +15,9 @@
 //! appends; a lookup probes the runs whose event times reach its window, which for
 //! late exposures is the newest run or two.
 //! When the slice that completes a generation commits, `event_index.upto` advances and
-//! the moved events leave memory. After a crash the tail is read back from `events`
+//! the moved events leave memory: the frozen generation is dropped whole (off the
+//! writer's thread), while events that arrived during the move are already in the
+//! next one. After a crash the tail is read back from `events`
 //! (`seq > upto`); slices moved before the crash are re-inserted idempotently.
 //!
 //! Queries combine both halves: SQL over the index tables bounded by `upto`, plus a
@@ -125,18 +127,19 @@ impl Interner {
     }
 }
 
-/// A generation being moved into the index tables: every tail event with
-/// `seq <= hi`, sorted the way the tables are keyed.
+/// A frozen generation being moved into the index tables, sorted the way the tables
+/// are keyed.
 #[derive(Debug, Clone)]
 struct Move {
+    /// The generation's highest seq: the run, and `upto` once moved.
     hi: i64,
     /// The span of event times in the generation, recorded with its run.
     min_ts: i64,
     max_ts: i64,
     ids: Vec<u128>,
     id_pos: usize,
-    /// (environment, user), sorted; each user's entries go in one slice.
-    users: Vec<(String, String)>,
+    /// (environment, user, slot), sorted; each user's entries go in one slice.
+    users: Vec<(String, String, u32)>,
     user_pos: usize,
 }
 
@@ -148,16 +151,16 @@ pub(super) struct Slice {
     pub keys: Vec<UserKeys>,
     /// The run the keys belong to: the generation's highest seq.
     pub run: i64,
-    /// On a generation's first slice: entries of runs above this `upto` are left over
-    /// from a move that a crash or an erasure interrupted, and are deleted first.
+    /// On a move's first slice: entries of runs above this `upto` are left over from a
+    /// move that a crash or an erasure interrupted, and are deleted first.
     pub clear_above: Option<i64>,
     /// Set when this slice completes the generation: the new `upto`, which is also
     /// the run, with the run's span of event times.
     pub completes: Option<(i64, i64, i64)>,
     /// Cursors before the slice, to undo it if the transaction fails.
     undo: (usize, usize),
-    /// Whether taking this slice froze the generation. Undoing it then drops the move:
-    /// the generation may include events of the failed transaction.
+    /// Whether taking this slice froze the generation. Undoing it then thaws it: the
+    /// generation may include events of the failed transaction.
     froze: bool,
 }
 
@@ -172,19 +175,216 @@ pub(super) struct UserKeys {
     pub events: String,
 }
 
-/// The in-memory tail of the events table (see the module documentation).
+/// End of a user's chain of entries.
+const NONE: u32 = u32::MAX;
+
+/// A tail event in its generation, linked to the same user's next one.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    event: TailEvent,
+    slot: u32,
+    next: u32,
+}
+
+/// A user's chain of entries in a generation (`NONE` when it has none).
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    first: u32,
+    last: u32,
+}
+
+/// Tail events in arrival order. Each user's events are chained through one
+/// generation-wide vector rather than held in a vector per user: pushing then
+/// allocates nothing but the vector's own growth, where per-user vectors were
+/// reallocated about once per event. The current generation takes pushes; a frozen
+/// one is only read while it is moved, then dropped whole (no per-event removal).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Generation {
+    entries: Vec<Entry>,
+    /// Ids of the entries; empty in a reader's snapshot.
+    ids: HashSet<u128>,
+    /// environment → user → slot; a handful of environments, searched linearly.
+    users: Vec<(String, HashMap<String, u32>)>,
+    slots: Vec<Slot>,
+    /// Once frozen: the highest seq it was frozen with, the `upto` its move sets even
+    /// if erasures have emptied it since.
+    hi: i64,
+}
+
+impl Generation {
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn max_seq(&self) -> Option<i64> {
+        self.entries.last().map(|e| e.event.seq)
+    }
+
+    fn push(&mut self, environment: &str, user_id: &str, event: TailEvent, track_id: bool) {
+        let e = match self.users.iter().position(|(env, _)| env == environment) {
+            Some(e) => e,
+            None => {
+                self.users
+                    .push((environment.to_string(), HashMap::default()));
+                self.users.len() - 1
+            }
+        };
+        let users = &mut self.users[e].1;
+        let slot = match users.get(user_id) {
+            Some(&slot) => slot,
+            None => {
+                let slot = u32::try_from(self.slots.len()).unwrap_or(NONE);
+                self.slots.push(Slot {
+                    first: NONE,
+                    last: NONE,
+                });
+                users.insert(user_id.to_string(), slot);
+                slot
+            }
+        };
+        let at = u32::try_from(self.entries.len()).unwrap_or(NONE);
+        self.entries.push(Entry {
+            event,
+            slot,
+            next: NONE,
+        });
+        let s = &mut self.slots[slot as usize];
+        match s.last {
+            NONE => s.first = at,
+            last => self.entries[last as usize].next = at,
+        }
+        s.last = at;
+        if track_id {
+            self.ids.insert(event.id);
+        }
+    }
+
+    /// A user's events in seq order.
+    fn events_of(&self, slot: u32) -> impl Iterator<Item = &TailEvent> + '_ {
+        let mut at = self.slots.get(slot as usize).map_or(NONE, |s| s.first);
+        std::iter::from_fn(move || {
+            let entry = self.entries.get(at as usize)?;
+            at = entry.next;
+            Some(&entry.event)
+        })
+    }
+
+    fn slot_of(&self, environment: &str, user_id: &str) -> Option<u32> {
+        let (_, users) = self.users.iter().find(|(env, _)| env == environment)?;
+        users.get(user_id).copied()
+    }
+
+    /// Keeps the entries `keep` accepts (environment, user, event), relinking the
+    /// chains. Only failed transactions, erasures and purges come here.
+    fn retain(&mut self, mut keep: impl FnMut(&str, &str, &TailEvent) -> bool) {
+        let mut owner: Vec<(usize, &str)> = vec![(0, ""); self.slots.len()];
+        for (e, (_, users)) in self.users.iter().enumerate() {
+            for (user, &slot) in users {
+                owner[slot as usize] = (e, user.as_str());
+            }
+        }
+        let old = std::mem::take(&mut self.entries);
+        for slot in &mut self.slots {
+            *slot = Slot {
+                first: NONE,
+                last: NONE,
+            };
+        }
+        for entry in old {
+            let (e, user) = owner[entry.slot as usize];
+            if !keep(&self.users[e].0, user, &entry.event) {
+                self.ids.remove(&entry.event.id);
+                continue;
+            }
+            let at = u32::try_from(self.entries.len()).unwrap_or(NONE);
+            self.entries.push(Entry {
+                next: NONE,
+                ..entry
+            });
+            let s = &mut self.slots[entry.slot as usize];
+            match s.last {
+                NONE => s.first = at,
+                last => self.entries[last as usize].next = at,
+            }
+            s.last = at;
+        }
+        drop(owner);
+        let slots = &self.slots;
+        for (_, users) in &mut self.users {
+            users.retain(|_, slot| slots[*slot as usize].first != NONE);
+        }
+        self.users.retain(|(_, users)| !users.is_empty());
+    }
+
+    /// The sorted move of this generation.
+    fn plan_move(&self) -> Move {
+        let mut ids: Vec<u128> = self.entries.iter().map(|e| e.event.id).collect();
+        ids.sort_unstable();
+        let (min_ts, max_ts) = match self.entries.first() {
+            Some(first) => self
+                .entries
+                .iter()
+                .fold((first.event.ts, first.event.ts), |(lo, hi), e| {
+                    (lo.min(e.event.ts), hi.max(e.event.ts))
+                }),
+            // Erasures emptied it: the run has no keys, and no window probes [0, 0].
+            None => (0, 0),
+        };
+        let mut users: Vec<(String, String, u32)> = self
+            .users
+            .iter()
+            .flat_map(|(env, users)| {
+                users
+                    .iter()
+                    .map(move |(user, &slot)| (env.clone(), user.clone(), slot))
+            })
+            .collect();
+        users.sort_unstable();
+        Move {
+            hi: self.hi,
+            min_ts,
+            max_ts,
+            ids,
+            id_pos: 0,
+            users,
+            user_pos: 0,
+        }
+    }
+
+    /// A copy of one environment's entries (without ids), for a reader.
+    fn only(&self, environment: &str) -> Generation {
+        let mut copy = Generation::default();
+        if let Some((_, users)) = self.users.iter().find(|(env, _)| env == environment) {
+            for (user, &slot) in users {
+                for event in self.events_of(slot) {
+                    copy.push(environment, user, *event, false);
+                }
+            }
+        }
+        copy
+    }
+
+    #[cfg(test)]
+    fn users_count(&self) -> usize {
+        self.users.iter().map(|(_, users)| users.len()).sum()
+    }
+}
+
+/// The in-memory tail of the events table (see the module documentation): a
+/// current generation taking new events and, while a move is under way, the frozen
+/// one being moved.
 #[derive(Debug, Clone, Default)]
 pub(super) struct EventTail {
-    /// Tail size at which a generation is frozen.
+    /// Tail size at which the current generation is frozen.
     move_at: usize,
     upto: i64,
     max_seq: i64,
-    len: usize,
-    ids: HashSet<u128>,
-    /// environment → user → events, in seq order.
-    users: HashMap<String, HashMap<String, Vec<TailEvent>>>,
-    strings: Interner,
+    current: Generation,
+    frozen: Option<Generation>,
+    /// The frozen generation's move; `None` until its first slice is taken, and again
+    /// when an erasure changed it (the move then restarts).
     moving: Option<Move>,
+    strings: Interner,
     /// Which ids the `event_ids` table may hold, so most new ids skip the probe.
     stored: StoredIds,
     /// Which users fused features' exposure rows may hold (outcome upkeep).
@@ -404,16 +604,21 @@ impl EventTail {
 
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.len
+        self.current.len() + self.frozen.as_ref().map_or(0, Generation::len)
     }
 
     pub(super) fn max_seq(&self) -> i64 {
         self.max_seq
     }
 
+    /// The generations, oldest first.
+    fn generations(&self) -> impl Iterator<Item = &Generation> + '_ {
+        self.frozen.iter().chain(std::iter::once(&self.current))
+    }
+
     /// Whether an event with this id is in the tail.
     pub(super) fn contains(&self, id: u128) -> bool {
-        self.ids.contains(&id)
+        self.current.ids.contains(&id) || self.frozen.as_ref().is_some_and(|f| f.ids.contains(&id))
     }
 
     /// Whether the `event_ids` table may hold this id (`false` is certain).
@@ -468,19 +673,8 @@ impl EventTail {
     }
 
     fn add(&mut self, environment: &str, user_id: &str, event: TailEvent) {
-        let users = match self.users.get_mut(environment) {
-            Some(users) => users,
-            None => self.users.entry(environment.to_string()).or_default(),
-        };
-        match users.get_mut(user_id) {
-            Some(events) => events.push(event),
-            None => {
-                users.insert(user_id.to_string(), vec![event]);
-            }
-        }
-        self.ids.insert(event.id);
+        self.current.push(environment, user_id, event, true);
         self.max_seq = self.max_seq.max(event.seq);
-        self.len += 1;
     }
 
     /// Drops every event with `seq > mark`: undoes a transaction's pushes.
@@ -488,58 +682,67 @@ impl EventTail {
         if self.max_seq <= mark {
             return;
         }
-        self.retain(|_, _, e| e.seq <= mark);
+        if self.frozen.as_ref().and_then(Generation::max_seq) > Some(mark) {
+            // Only if the freezing slice was not undone first; the move restarts.
+            self.thaw();
+        }
+        self.current.retain(|_, _, e| e.seq <= mark);
         self.max_seq = mark;
     }
 
-    /// Keeps the events `keep` accepts (environment, user, event).
-    fn retain(&mut self, mut keep: impl FnMut(&str, &str, &TailEvent) -> bool) {
-        let ids = &mut self.ids;
-        let len = &mut self.len;
-        for (environment, users) in &mut self.users {
-            users.retain(|user, events| {
-                events.retain(|e| {
-                    let kept = keep(environment, user, e);
-                    if !kept {
-                        ids.remove(&e.id);
-                        *len -= 1;
+    /// Makes the frozen generation current again, with any events added since.
+    fn thaw(&mut self) {
+        self.moving = None;
+        if let Some(mut frozen) = self.frozen.take() {
+            let later = std::mem::take(&mut self.current);
+            for (environment, users) in &later.users {
+                for (user, &slot) in users {
+                    for event in later.events_of(slot) {
+                        frozen.push(environment, user, *event, true);
                     }
-                    kept
-                });
-                !events.is_empty()
-            });
+                }
+            }
+            self.current = frozen;
         }
-        self.users.retain(|_, users| !users.is_empty());
     }
 
     /// Forgets erased or purged events. A move in progress restarts, so no slice
     /// re-inserts index entries of deleted events.
     pub(super) fn forget(&mut self, what: &Forget) {
         self.moving = None;
-        match what {
-            Forget::User(user_id) => self.retain(|_, user, _| user != user_id),
-            Forget::Before(before) => self.retain(|_, _, e| e.ts >= *before),
+        let generations = self
+            .frozen
+            .iter_mut()
+            .chain(std::iter::once(&mut self.current));
+        for generation in generations {
+            match what {
+                Forget::User(user_id) => generation.retain(|_, user, _| user != user_id),
+                Forget::Before(before) => generation.retain(|_, _, e| e.ts >= *before),
+            }
         }
     }
 
-    /// The next slice to move, freezing a generation first when the tail is due; the
-    /// cursors advance now and [`EventTail::undo`] puts them back.
+    /// The next slice to move, freezing the current generation first when it is due;
+    /// the cursors advance now and [`EventTail::undo`] puts them back.
     pub(super) fn next_slice(&mut self, at_least: usize) -> Option<Slice> {
-        let froze = self.moving.is_none();
+        let froze = self.frozen.is_none();
         if froze {
-            if self.len < self.move_at {
+            if self.current.len() < self.move_at {
                 return None;
             }
-            self.moving = Some(self.freeze());
+            let mut frozen = std::mem::take(&mut self.current);
+            frozen.hi = self.max_seq;
+            self.frozen = Some(frozen);
         }
+        let frozen = self.frozen.as_ref()?;
+        let moving = self.moving.get_or_insert_with(|| frozen.plan_move());
         let step = at_least.max(MOVE_STEP);
-        let users = &self.users;
-        let moving = self.moving.as_mut()?;
+        let first = (moving.id_pos, moving.user_pos) == (0, 0);
         let mut slice = Slice {
             undo: (moving.id_pos, moving.user_pos),
             froze,
             run: moving.hi,
-            clear_above: froze.then_some(self.upto),
+            clear_above: first.then_some(self.upto),
             ..Slice::default()
         };
         let end = (moving.id_pos + step).min(moving.ids.len());
@@ -550,17 +753,12 @@ impl EventTail {
         }
         moving.id_pos = end;
         let mut entries = 0;
+        let mut keys: Vec<(i64, i64)> = Vec::new();
         while entries < step && moving.user_pos < moving.users.len() {
-            let (environment, user) = &moving.users[moving.user_pos];
+            let (environment, user, slot) = &moving.users[moving.user_pos];
             moving.user_pos += 1;
-            let Some(events) = users.get(environment).and_then(|u| u.get(user)) else {
-                continue;
-            };
-            let mut keys: Vec<(i64, i64)> = events
-                .iter()
-                .filter(|e| e.seq <= moving.hi)
-                .map(|e| (e.ts, e.seq))
-                .collect();
+            keys.clear();
+            keys.extend(frozen.events_of(*slot).map(|e| (e.ts, e.seq)));
             keys.sort_unstable();
             let (Some(&(min_ts, _)), Some(&(max_ts, _))) = (keys.first(), keys.last()) else {
                 continue;
@@ -592,83 +790,47 @@ impl EventTail {
     /// Puts the move's cursors back (the slice's transaction failed).
     pub(super) fn undo(&mut self, slice: &Slice) {
         if slice.froze {
-            self.moving = None;
+            self.thaw();
         } else if let Some(moving) = self.moving.as_mut() {
             (moving.id_pos, moving.user_pos) = slice.undo;
         }
     }
 
-    /// The slice completing a generation committed: its events leave memory.
-    pub(super) fn complete(&mut self, upto: i64) {
+    /// The slice completing a generation committed: the frozen generation leaves the
+    /// tail, and is returned so the caller can free it off the writer's path.
+    pub(super) fn complete(&mut self, upto: i64) -> Option<Generation> {
         self.moving = None;
         self.upto = self.upto.max(upto);
-        self.retain(|_, _, e| e.seq > upto);
+        let moved = self.frozen.take();
         if self.strings.names.len() > 4 * 1024 {
             self.reintern();
         }
+        moved
     }
 
-    /// Rebuilds the interner from the remaining events, so free-form names that
-    /// stopped occurring do not accumulate.
+    /// Rebuilds the interner from the current events (the frozen generation is
+    /// gone), so free-form names that stopped occurring do not accumulate.
     fn reintern(&mut self) {
         let old = std::mem::take(&mut self.strings);
         let mut fresh = Interner::default();
-        for users in self.users.values_mut() {
-            for events in users.values_mut() {
-                for e in events {
-                    e.feature = fresh.intern(old.get(e.feature));
-                    e.name = fresh.intern(old.get(e.name));
-                }
-            }
+        for entry in &mut self.current.entries {
+            entry.event.feature = fresh.intern(old.get(entry.event.feature));
+            entry.event.name = fresh.intern(old.get(entry.event.name));
         }
         self.strings = fresh;
-    }
-
-    fn freeze(&self) -> Move {
-        let hi = self.max_seq;
-        let mut ids: Vec<u128> = Vec::with_capacity(self.len);
-        let mut users = Vec::new();
-        let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
-        for (environment, by_user) in &self.users {
-            for (user, events) in by_user {
-                for e in events {
-                    ids.push(e.id);
-                    min_ts = min_ts.min(e.ts);
-                    max_ts = max_ts.max(e.ts);
-                }
-                users.push((environment.clone(), user.clone()));
-            }
-        }
-        ids.sort_unstable();
-        users.sort_unstable();
-        Move {
-            hi,
-            min_ts,
-            max_ts,
-            ids,
-            id_pos: 0,
-            users,
-            user_pos: 0,
-        }
     }
 
     /// A copy holding one environment's events, for a reader that must not hold up
     /// ingest while its query runs.
     pub(super) fn snapshot(&self, environment: &str) -> EventTail {
-        let users: HashMap<String, HashMap<String, Vec<TailEvent>>> = self
-            .users
-            .get(environment)
-            .map(|u| [(environment.to_string(), u.clone())].into_iter().collect())
-            .unwrap_or_default();
         EventTail {
             move_at: self.move_at,
             upto: self.upto,
             max_seq: self.max_seq,
-            len: 0,
-            ids: HashSet::default(),
-            users,
-            strings: self.strings.clone(),
+            current: self.current.only(environment),
+            frozen: self.frozen.as_ref().map(|f| f.only(environment)),
             moving: None,
+            strings: self.strings.clone(),
             stored: StoredIds::default(),
             exposed: ExposedUsers::default(),
         }
@@ -688,26 +850,26 @@ impl EventOverlay for EventTail {
         names: &OutcomeNames,
         rows: &mut [OutcomeRow],
     ) {
-        let Some(users) = self.users.get(environment) else {
-            return;
-        };
         for row in rows {
-            let Some(events) = users.get(&row.user_id) else {
-                continue;
-            };
-            for e in events.iter().filter(|e| e.ts <= as_of) {
-                row.outcomes.apply(
-                    feature,
-                    row.t0,
-                    names,
-                    &OutcomeEvent {
-                        kind: KINDS[usize::from(e.kind)],
-                        feature: self.strings.get(e.feature),
-                        name: self.strings.get(e.name),
-                        score: e.score,
-                        ts: e.ts,
-                    },
-                );
+            // Oldest generation first: a user's events apply in seq order.
+            for generation in self.generations() {
+                let Some(slot) = generation.slot_of(environment, &row.user_id) else {
+                    continue;
+                };
+                for e in generation.events_of(slot).filter(|e| e.ts <= as_of) {
+                    row.outcomes.apply(
+                        feature,
+                        row.t0,
+                        names,
+                        &OutcomeEvent {
+                            kind: KINDS[usize::from(e.kind)],
+                            feature: self.strings.get(e.feature),
+                            name: self.strings.get(e.name),
+                            score: e.score,
+                            ts: e.ts,
+                        },
+                    );
+                }
             }
         }
     }
@@ -759,7 +921,7 @@ mod tests {
         assert!(tail.contains(1) && !tail.contains(4));
         tail.forget(&Forget::User("a".into()));
         assert_eq!(tail.len(), 0);
-        assert!(tail.users.is_empty());
+        assert_eq!(tail.current.users_count(), 0);
     }
 
     #[test]
@@ -821,6 +983,94 @@ mod tests {
         // Undoing the slice that froze the generation drops the move.
         tail.undo(&first);
         assert_eq!(tail.next_slice(0).unwrap().ids, first.ids);
+    }
+
+    #[test]
+    fn a_failed_transaction_that_froze_the_generation_leaves_only_committed_events() {
+        let mut tail = EventTail::new(0, 4);
+        for seq in 1..=3 {
+            tail.push(seq, seq as u128, &event("u", "activity", seq));
+        }
+        // The failing transaction pushes two events, which make the generation due.
+        tail.push(4, 4, &event("u", "activity", 4));
+        tail.push(5, 5, &event("v", "activity", 5));
+        let slice = tail.next_slice(0).unwrap();
+        assert!(slice.froze && slice.ids.len() == 5);
+        // As `IndexSession` drops: undo, then truncate to the mark.
+        tail.undo(&slice);
+        tail.truncate_after(3);
+        assert_eq!((tail.len(), tail.max_seq()), (3, 3));
+        assert!(tail.contains(3) && !tail.contains(4) && !tail.contains(5));
+        assert!(tail.next_slice(0).is_none(), "three events are not due");
+        tail.push(4, 6, &event("u", "activity", 6));
+        let again = tail.next_slice(0).unwrap();
+        assert_eq!(again.ids, vec![1, 2, 3, 6]);
+        assert_eq!(again.keys.len(), 1);
+        assert_eq!(again.keys[0].events, "[1,2,3,4]");
+    }
+
+    #[test]
+    fn forgetting_during_a_move_restarts_it_without_the_forgotten_events() {
+        let mut tail = EventTail::new(0, 3);
+        tail.push(1, 1, &event("a", "activity", 10));
+        tail.push(2, 2, &event("b", "activity", 20));
+        tail.push(3, 3, &event("a", "activity", 30));
+        let first = tail.next_slice(0).unwrap();
+        assert_eq!(first.clear_above, Some(0));
+        // Events arriving during the move go to the next generation.
+        tail.push(4, 4, &event("a", "activity", 40));
+        tail.forget(&Forget::User("a".into()));
+        assert!(!tail.contains(1) && !tail.contains(4) && tail.contains(2));
+        let restarted = tail.next_slice(0).unwrap();
+        assert_eq!(
+            restarted.clear_above,
+            Some(0),
+            "a restarted move clears its run"
+        );
+        assert_eq!(restarted.ids, vec![2]);
+        assert_eq!(restarted.run, 3);
+        assert_eq!(restarted.completes, Some((3, 20, 20)));
+        assert!(tail.complete(3).is_some());
+        assert_eq!((tail.len(), tail.indexed_upto()), (0, 3));
+        // A generation erased whole still moves `upto` to where it was frozen.
+        for seq in 5..=7 {
+            tail.push(seq, seq as u128, &event("c", "activity", seq));
+        }
+        assert!(tail.next_slice(0).is_some());
+        tail.forget(&Forget::User("c".into()));
+        let empty = tail.next_slice(0).unwrap();
+        assert!(empty.ids.is_empty() && empty.keys.is_empty());
+        assert_eq!(empty.completes, Some((7, 0, 0)));
+    }
+
+    #[test]
+    fn folding_sees_a_user_s_events_in_both_generations_oldest_first() {
+        let mut tail = EventTail::new(0, 2);
+        tail.push(1, 1, &event("a", "activity", 3_000));
+        tail.push(2, 2, &event("a", "error", 4_000));
+        let _moving = tail.next_slice(0).unwrap();
+        tail.push(3, 3, &event("a", "error", 6_000));
+        let names = OutcomeNames {
+            activation: vec!["checkout".into()],
+            adoption: vec![],
+        };
+        let mut rows = vec![OutcomeRow {
+            user_id: "a".into(),
+            enabled: true,
+            t0: 2_000,
+            last_seen: 2_000,
+            exposure_count: 1,
+            crossovers: 0,
+            outcomes: Default::default(),
+        }];
+        tail.fold("production", "f", i64::MAX, &names, &mut rows);
+        assert_eq!(rows[0].outcomes.first_activation, Some(3_000));
+        assert_eq!(rows[0].outcomes.first_error, Some(4_000));
+        let mut copied = rows.clone();
+        copied[0].outcomes = Default::default();
+        tail.snapshot("production")
+            .fold("production", "f", i64::MAX, &names, &mut copied);
+        assert_eq!(copied[0].outcomes, rows[0].outcomes);
     }
 
     #[test]
