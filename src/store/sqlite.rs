@@ -39,6 +39,9 @@ pub(super) struct IndexSession<'a> {
     slice: Option<Slice>,
     forget: Vec<Forget>,
     done: bool,
+    /// Set by ingest, the only session that keeps `OutcomeRows` current; any other
+    /// session may change exposure rows behind it, so committing one clears them.
+    ingest: bool,
 }
 
 impl IndexSession<'_> {
@@ -46,6 +49,9 @@ impl IndexSession<'_> {
     /// completed generation leave memory.
     pub(super) fn committed(mut self) {
         self.done = true;
+        if !self.ingest {
+            self.tail.rows.clear();
+        }
         for what in std::mem::take(&mut self.forget) {
             self.tail.forget(&what);
         }
@@ -65,6 +71,8 @@ impl IndexSession<'_> {
 impl Drop for IndexSession<'_> {
     fn drop(&mut self) {
         if !self.done {
+            // The kept rows may hold this transaction's writes.
+            self.tail.rows.clear();
             // Undone first: a slice that froze the generation thaws it, so the
             // transaction's events are all current again when they are dropped.
             if let Some(slice) = self.slice.take() {
@@ -250,6 +258,7 @@ impl SqliteStore {
             slice: None,
             forget: Vec::new(),
             done: false,
+            ingest: false,
         }
     }
 
@@ -318,6 +327,7 @@ impl SqliteStore {
         quarantine: &[NewQuarantine],
     ) -> StoreResult<Vec<bool>> {
         let mut index = self.lock_index().await;
+        index.ingest = true;
         let mut conn = self.writer.acquire().await?;
         let session = &mut index;
         #[allow(unsafe_code)]
@@ -401,7 +411,7 @@ mod raw {
     use libsqlite3_sys as ffi;
 
     use super::super::sql::*;
-    use super::super::tail::{id_bits, EventOverlay, EventTail, Slice};
+    use super::super::tail::{id_bits, EventOverlay, EventTail, OutcomeRows, Slice};
     use super::{CohortRow, IndexSession};
     use crate::domain::fuse::outcomes::{OutcomeNames, UserOutcomes};
     use crate::store::{Backend, Exposure, NewEvent, NewQuarantine};
@@ -573,6 +583,7 @@ mod raw {
             {
                 let fused: Vec<&str> = features.iter().map(|(f, _)| f.as_str()).collect();
                 index.tail.exposed.keep_only(environment, &fused);
+                index.tail.rows.keep_only(environment, &fused);
             }
             for (feature, names) in features {
                 if index.tail.exposed.filter(environment, &feature).is_none() {
@@ -591,7 +602,7 @@ mod raw {
                 let old_t0 = if users.is_empty() {
                     Default::default()
                 } else {
-                    read_outcome_rows(db, environment, &feature, &users)?
+                    kept_outcome_rows(db, &mut index.tail.rows, environment, &feature, &users)?
                         .into_iter()
                         .map(|row| (row.user_id, row.t0))
                         .collect()
@@ -607,10 +618,10 @@ mod raw {
         }
         upsert_exposures(db, &exposures)?;
         for x in &exposures {
-            index
-                .tail
-                .exposed
-                .add(&x.environment, &x.feature, &x.user_id);
+            let tail = &mut index.tail;
+            tail.exposed.add(&x.environment, &x.feature, &x.user_id);
+            // The upsert changed the row in SQL (t0, counts): read it back when needed.
+            tail.rows.forget(&x.environment, &x.feature, &x.user_id);
         }
         if !upkeep.is_empty() {
             let by_user = outcome_events_by_user(&stored);
@@ -758,7 +769,7 @@ mod raw {
         db: *mut ffi::sqlite3,
         upkeep: &FusedUpkeep<'_>,
         by_user: &OutcomeEventsByUser<'_>,
-        overlay: &IndexSession<'_>,
+        overlay: &mut IndexSession<'_>,
     ) -> Result<(), String> {
         let (environment, feature, names) = (
             upkeep.environment.as_str(),
@@ -782,6 +793,9 @@ mod raw {
             }
             overlay.fold(environment, feature, i64::MAX, names, &mut rows);
             write_outcomes(db, environment, feature, &rows)?;
+            for row in &rows {
+                overlay.tail.rows.put(environment, feature, row);
+            }
         }
         let mut users = users_to_fold(by_user, environment, &upkeep.rebuild);
         // Users never exposed to the feature have no row to fold into: no probe.
@@ -791,13 +805,40 @@ mod raw {
         if users.is_empty() {
             return Ok(());
         }
-        let rows = read_outcome_rows(db, environment, feature, &users)?;
-        write_outcomes(
-            db,
-            environment,
-            feature,
-            &fold_group_events(rows, by_user, upkeep),
-        )
+        let rows = kept_outcome_rows(db, &mut overlay.tail.rows, environment, feature, &users)?;
+        let changed = fold_group_events(rows, by_user, upkeep);
+        write_outcomes(db, environment, feature, &changed)?;
+        for row in &changed {
+            overlay.tail.rows.put(environment, feature, row);
+        }
+        Ok(())
+    }
+
+    /// Some users' exposure rows of one feature: those `kept` has, and the rest read
+    /// from the table (and kept).
+    unsafe fn kept_outcome_rows(
+        db: *mut ffi::sqlite3,
+        kept: &mut OutcomeRows,
+        environment: &str,
+        feature: &str,
+        users: &[&str],
+    ) -> Result<Vec<OutcomeRow>, String> {
+        let mut rows = Vec::with_capacity(users.len());
+        let mut missing = Vec::new();
+        for user in users {
+            match kept.get(environment, feature, user) {
+                Some(row) => rows.push(row),
+                None => missing.push(*user),
+            }
+        }
+        if !missing.is_empty() {
+            let read = read_outcome_rows(db, environment, feature, &missing)?;
+            for row in &read {
+                kept.put(environment, feature, row);
+            }
+            rows.extend(read);
+        }
+        Ok(rows)
     }
 
     /// Inserts the events whose ids are new, one row at a time with one prepared

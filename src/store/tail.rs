@@ -389,6 +389,8 @@ pub(super) struct EventTail {
     stored: StoredIds,
     /// Which users fused features' exposure rows may hold (outcome upkeep).
     pub(super) exposed: ExposedUsers,
+    /// Fused features' exposure rows as stored (outcome upkeep).
+    pub(super) rows: OutcomeRows,
 }
 
 /// A Bloom filter over the ids in `event_ids`: a chain of filters, each twice the
@@ -569,6 +571,110 @@ impl ExposedUsers {
     pub(super) fn keep_only(&mut self, environment: &str, fused: &[&str]) {
         self.features
             .retain(|(env, feature, _)| env != environment || fused.contains(&feature.as_str()));
+    }
+}
+
+/// Fused features' exposure rows as last stored, so outcome upkeep folds a group's
+/// events into rows it does not read back from SQLite. Reading each folded user's row
+/// (an index descent and a table descent) grew to about a tenth of the writer's time
+/// as a run's exposed users accumulated.
+///
+/// An entry equals the stored row while only ingest writes rows. So every other write
+/// session (outcome builds, erasure, purge) and every failed transaction clears it
+/// (see `IndexSession`), and a group's exposure upserts drop their users' entries.
+/// Bounded: once full, rows are still updated in place but no new ones are added.
+#[derive(Debug, Clone, Default)]
+pub(super) struct OutcomeRows {
+    /// (environment, feature, rows by user), a handful of fused features. Rows are
+    /// kept without their `user_id`, which is the key.
+    features: Vec<(String, String, HashMap<String, OutcomeRow>)>,
+    len: usize,
+}
+
+/// Rows kept at most, over all features: about 40 MB.
+const OUTCOME_ROWS_MAX: usize = 1 << 18;
+
+impl OutcomeRows {
+    fn rows(&self, environment: &str, feature: &str) -> Option<&HashMap<String, OutcomeRow>> {
+        self.features
+            .iter()
+            .find(|(env, f, _)| env == environment && f == feature)
+            .map(|(_, _, rows)| rows)
+    }
+
+    fn rows_mut(&mut self, environment: &str, feature: &str) -> &mut HashMap<String, OutcomeRow> {
+        let i = match self
+            .features
+            .iter()
+            .position(|(env, f, _)| env == environment && f == feature)
+        {
+            Some(i) => i,
+            None => {
+                let fresh = (
+                    environment.to_string(),
+                    feature.to_string(),
+                    HashMap::default(),
+                );
+                self.features.push(fresh);
+                self.features.len() - 1
+            }
+        };
+        &mut self.features[i].2
+    }
+
+    /// The stored row of `user_id`, if kept.
+    pub(super) fn get(
+        &self,
+        environment: &str,
+        feature: &str,
+        user_id: &str,
+    ) -> Option<OutcomeRow> {
+        let row = self.rows(environment, feature)?.get(user_id)?;
+        Some(OutcomeRow {
+            user_id: user_id.to_string(),
+            ..row.clone()
+        })
+    }
+
+    /// Records a row as now stored.
+    pub(super) fn put(&mut self, environment: &str, feature: &str, row: &OutcomeRow) {
+        let room = self.len < OUTCOME_ROWS_MAX;
+        let rows = self.rows_mut(environment, feature);
+        let kept = OutcomeRow {
+            user_id: String::new(),
+            ..row.clone()
+        };
+        if let Some(old) = rows.get_mut(&row.user_id) {
+            *old = kept;
+        } else if room {
+            rows.insert(row.user_id.clone(), kept);
+            self.len += 1;
+        }
+    }
+
+    /// Forgets a row the transaction changes in SQL (an exposure upsert).
+    pub(super) fn forget(&mut self, environment: &str, feature: &str, user_id: &str) {
+        if let Some((_, _, rows)) = self
+            .features
+            .iter_mut()
+            .find(|(env, f, _)| env == environment && f == feature)
+        {
+            if rows.remove(user_id).is_some() {
+                self.len -= 1;
+            }
+        }
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.features.clear();
+        self.len = 0;
+    }
+
+    /// Drops `environment`'s features that are no longer fused.
+    pub(super) fn keep_only(&mut self, environment: &str, fused: &[&str]) {
+        self.features
+            .retain(|(env, feature, _)| env != environment || fused.contains(&feature.as_str()));
+        self.len = self.features.iter().map(|(_, _, rows)| rows.len()).sum();
     }
 }
 
@@ -833,6 +939,7 @@ impl EventTail {
             strings: self.strings.clone(),
             stored: StoredIds::default(),
             exposed: ExposedUsers::default(),
+            rows: OutcomeRows::default(),
         }
     }
 }
@@ -1071,6 +1178,43 @@ mod tests {
         tail.snapshot("production")
             .fold("production", "f", i64::MAX, &names, &mut copied);
         assert_eq!(copied[0].outcomes, rows[0].outcomes);
+    }
+
+    #[test]
+    fn kept_outcome_rows_are_bounded_and_forgotten_on_change() {
+        let row = |user: &str, t0: i64| OutcomeRow {
+            user_id: user.into(),
+            enabled: true,
+            t0,
+            last_seen: t0,
+            exposure_count: 1,
+            crossovers: 0,
+            outcomes: Default::default(),
+        };
+        let mut kept = OutcomeRows::default();
+        kept.put("dev", "f", &row("a", 1));
+        kept.put("dev", "g", &row("a", 2));
+        assert_eq!(
+            kept.get("dev", "f", "a").map(|r| (r.user_id, r.t0)),
+            Some(("a".into(), 1))
+        );
+        kept.put("dev", "f", &row("a", 3));
+        assert_eq!(kept.get("dev", "f", "a").map(|r| r.t0), Some(3));
+        kept.forget("dev", "f", "a");
+        assert!(kept.get("dev", "f", "a").is_none());
+        assert_eq!(kept.get("dev", "g", "a").map(|r| r.t0), Some(2));
+        kept.keep_only("dev", &["f"]);
+        assert!(kept.get("dev", "g", "a").is_none());
+        assert_eq!(kept.len, 0);
+        for i in 0..OUTCOME_ROWS_MAX + 10 {
+            kept.put("dev", "f", &row(&format!("u{i}"), 0));
+        }
+        assert_eq!(kept.len, OUTCOME_ROWS_MAX, "full: no new rows");
+        // A kept row is still updated in place when full.
+        kept.put("dev", "f", &row("u0", 9));
+        assert_eq!(kept.get("dev", "f", "u0").map(|r| r.t0), Some(9));
+        kept.clear();
+        assert!(kept.get("dev", "f", "u0").is_none() && kept.len == 0);
     }
 
     #[test]
