@@ -49,15 +49,10 @@ struct ExposedView {
 }
 
 /// An `exposure_log` row: its number and the (environment, feature, user) of each
-/// exposure row the group wrote, as three parallel arrays.
+/// exposure row one statement inserted, as three parallel arrays. The log keeps the
+/// newest 1024 rows (migration 0014): a replica that has not read it for longer
+/// refills its filters from `exposures` (one scan per fused feature) instead.
 type LogRow = (i64, Vec<String>, Vec<String>, Vec<String>);
-
-/// `exposure_log` rows kept: a replica that has not read the log for this many
-/// exposure-writing groups refills its filters from `exposures` (one scan per fused
-/// feature) instead of catching up.
-const EXPOSURE_LOG_KEEP: i64 = 1024;
-/// Every this many log rows, the group that wrote one prunes the older ones.
-const EXPOSURE_LOG_PRUNE_EVERY: i64 = 128;
 
 /// Advisory lock key of the scheduler leader ("FUSE" in ASCII).
 const LEADER_LOCK: i64 = 0x4655_5345;
@@ -206,7 +201,7 @@ impl PgStore {
             }
         }
         // Every group that writes exposure rows holds the lock, so `exposure_log`
-        // numbers them in commit order (see migration 0012).
+        // numbers them in commit order (see migrations 0012 and 0014).
         if !fused.is_empty() || !exposures.is_empty() {
             Self::lock_outcomes(&mut tx).await?;
         }
@@ -247,10 +242,9 @@ impl PgStore {
                 rebuild,
             });
         }
-        let mut logged = None;
         if !exposures.is_empty() {
+            // The new rows go to `exposure_log` by trigger (migration 0014).
             Self::upsert_exposures_impl(&mut tx, &exposures).await?;
-            logged = Some(Self::log_exposures(&mut tx, &exposures).await?);
             // Added before commit: a rollback leaves only users the filter need
             // not have (an extra probe, never a missed row).
             let mut view = self.exposed_view();
@@ -303,14 +297,6 @@ impl PgStore {
         }
         tx.commit().await?;
         index.committed();
-        if let Some(seq) = logged {
-            // This group's own row is applied already (above); skip re-reading it
-            // when nothing came between.
-            let mut view = self.exposed_view();
-            if view.seen == Some(seq - 1) {
-                view.seen = Some(seq);
-            }
-        }
         Ok(fresh)
     }
 
@@ -389,31 +375,6 @@ impl PgStore {
             }
         }
         Ok(())
-    }
-
-    /// Appends a group's exposures to `exposure_log` (under the outcome lock) and
-    /// returns the row's number; every [`EXPOSURE_LOG_PRUNE_EVERY`]th row also prunes.
-    async fn log_exposures(
-        conn: &mut sqlx::PgConnection,
-        exposures: &[Exposure],
-    ) -> StoreResult<i64> {
-        let column = |f: fn(&Exposure) -> &str| exposures.iter().map(f).collect::<Vec<_>>();
-        let (seq,): (i64,) = sqlx::query_as(
-            "insert into exposure_log (seq, environments, features, users) \
-             select coalesce(max(seq), 0) + 1, $1, $2, $3 from exposure_log returning seq",
-        )
-        .bind(column(|x| &x.environment))
-        .bind(column(|x| &x.feature))
-        .bind(column(|x| &x.user_id))
-        .fetch_one(&mut *conn)
-        .await?;
-        if seq % EXPOSURE_LOG_PRUNE_EVERY == 0 {
-            sqlx::query("delete from exposure_log where seq <= $1")
-                .bind(seq - EXPOSURE_LOG_KEEP)
-                .execute(&mut *conn)
-                .await?;
-        }
-        Ok(seq)
     }
 
     /// Features of `environment` whose outcome aggregates are built, with the names

@@ -850,7 +850,7 @@ async fn only_one_postgres_replica_leads_and_another_takes_over_when_it_dies() {
 /// learn of rows another replica wrote through `exposure_log`. A replica whose filter
 /// was filled before another replica stored a user's first exposure must still fold
 /// that user's later events into the aggregates, also after the log rows it had not
-/// read were pruned.
+/// read were pruned, and also when the row was written by SQL that logs nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_replica_folds_events_of_users_another_replica_exposed() {
     use fusebox::domain::fuse::outcomes::OutcomeNames;
@@ -939,6 +939,22 @@ async fn a_postgres_replica_folds_events_of_users_another_replica_exposed() {
         .await
         .unwrap();
     check("after pruning", &["a-user", "b-user-1", "b-user-3"]).await;
+
+    // A writer that does not log exposures itself (a replica still on a binary from
+    // before exposure_log, during a rolling upgrade) stores a first exposure with
+    // plain SQL: the database logs it, so A folds the user's later events.
+    sqlx::query(
+        "insert into exposures (environment, feature, user_id, enabled, variant, t0, last_seen, \
+         exposure_count, crossovers) values ('development', 'shared', 'old-binary-user', true, null, $1, $1, 1, 0)",
+    )
+    .bind(now - 2 * HOUR)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    a.ingest(&[event("old-binary-user", true, now - HOUR)], &[])
+        .await
+        .unwrap();
+    check("a row written without logging it", &["old-binary-user"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
