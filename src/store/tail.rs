@@ -1004,6 +1004,26 @@ mod tests {
         }
     }
 
+    /// An exposure row of `user` with no outcomes yet.
+    fn exposed_row(user: &str, t0: i64) -> OutcomeRow {
+        OutcomeRow {
+            user_id: user.into(),
+            enabled: true,
+            t0,
+            last_seen: t0,
+            exposure_count: 1,
+            crossovers: 0,
+            outcomes: Default::default(),
+        }
+    }
+
+    fn checkout_names() -> OutcomeNames {
+        OutcomeNames {
+            activation: vec!["checkout".into()],
+            adoption: vec![],
+        }
+    }
+
     #[test]
     fn ids_parse_from_hyphenated_uuids_in_key_order() {
         let a = id_bits("00000000-0000-4000-8000-00000000000a").unwrap();
@@ -1151,25 +1171,14 @@ mod tests {
     }
 
     #[test]
-    fn folding_sees_a_user_s_events_in_both_generations_oldest_first() {
+    fn folding_and_snapshots_see_a_user_s_events_in_both_generations() {
         let mut tail = EventTail::new(0, 2);
         tail.push(1, 1, &event("a", "activity", 3_000));
         tail.push(2, 2, &event("a", "error", 4_000));
         let _moving = tail.next_slice(0).unwrap();
         tail.push(3, 3, &event("a", "error", 6_000));
-        let names = OutcomeNames {
-            activation: vec!["checkout".into()],
-            adoption: vec![],
-        };
-        let mut rows = vec![OutcomeRow {
-            user_id: "a".into(),
-            enabled: true,
-            t0: 2_000,
-            last_seen: 2_000,
-            exposure_count: 1,
-            crossovers: 0,
-            outcomes: Default::default(),
-        }];
+        let names = checkout_names();
+        let mut rows = vec![exposed_row("a", 2_000)];
         tail.fold("production", "f", i64::MAX, &names, &mut rows);
         assert_eq!(rows[0].outcomes.first_activation, Some(3_000));
         assert_eq!(rows[0].outcomes.first_error, Some(4_000));
@@ -1182,23 +1191,14 @@ mod tests {
 
     #[test]
     fn kept_outcome_rows_are_bounded_and_forgotten_on_change() {
-        let row = |user: &str, t0: i64| OutcomeRow {
-            user_id: user.into(),
-            enabled: true,
-            t0,
-            last_seen: t0,
-            exposure_count: 1,
-            crossovers: 0,
-            outcomes: Default::default(),
-        };
         let mut kept = OutcomeRows::default();
-        kept.put("dev", "f", &row("a", 1));
-        kept.put("dev", "g", &row("a", 2));
+        kept.put("dev", "f", &exposed_row("a", 1));
+        kept.put("dev", "g", &exposed_row("a", 2));
         assert_eq!(
             kept.get("dev", "f", "a").map(|r| (r.user_id, r.t0)),
             Some(("a".into(), 1))
         );
-        kept.put("dev", "f", &row("a", 3));
+        kept.put("dev", "f", &exposed_row("a", 3));
         assert_eq!(kept.get("dev", "f", "a").map(|r| r.t0), Some(3));
         kept.forget("dev", "f", "a");
         assert!(kept.get("dev", "f", "a").is_none());
@@ -1207,11 +1207,11 @@ mod tests {
         assert!(kept.get("dev", "g", "a").is_none());
         assert_eq!(kept.len, 0);
         for i in 0..OUTCOME_ROWS_MAX + 10 {
-            kept.put("dev", "f", &row(&format!("u{i}"), 0));
+            kept.put("dev", "f", &exposed_row(&format!("u{i}"), 0));
         }
         assert_eq!(kept.len, OUTCOME_ROWS_MAX, "full: no new rows");
         // A kept row is still updated in place when full.
-        kept.put("dev", "f", &row("u0", 9));
+        kept.put("dev", "f", &exposed_row("u0", 9));
         assert_eq!(kept.get("dev", "f", "u0").map(|r| r.t0), Some(9));
         kept.clear();
         assert!(kept.get("dev", "f", "u0").is_none() && kept.len == 0);
@@ -1268,19 +1268,8 @@ mod tests {
         tail.push(1, 1, &event("a", "activity", 1_000));
         tail.push(2, 2, &event("a", "error", 5_000));
         tail.push(3, 3, &event("a", "activity", 9_000));
-        let names = OutcomeNames {
-            activation: vec!["checkout".into()],
-            adoption: vec![],
-        };
-        let mut rows = vec![OutcomeRow {
-            user_id: "a".into(),
-            enabled: true,
-            t0: 2_000,
-            last_seen: 2_000,
-            exposure_count: 1,
-            crossovers: 0,
-            outcomes: Default::default(),
-        }];
+        let names = checkout_names();
+        let mut rows = vec![exposed_row("a", 2_000)];
         tail.fold("production", "f", 8_000, &names, &mut rows);
         assert_eq!(rows[0].outcomes.first_error, Some(5_000));
         assert_eq!(rows[0].outcomes.first_activation, None);
