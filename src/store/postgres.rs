@@ -85,6 +85,11 @@ impl PgStore {
         Indexed
     }
 
+    /// As [`PgStore::lock_index`]: erasures need no more on PostgreSQL.
+    async fn lock_index_to_forget(&self) -> Indexed {
+        Indexed
+    }
+
     async fn overlay_snapshot(&self, _environment: &str) -> Indexed {
         Indexed
     }

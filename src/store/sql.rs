@@ -2037,7 +2037,7 @@ macro_rules! impl_store {
             }
 
             async fn erase_user(&self, user_id: &str, actor: &Actor) -> StoreResult<(u64, u64)> {
-                let mut index = self.lock_index().await;
+                let mut index = self.lock_index_to_forget().await;
                 let mut tx = self.begin_write().await?;
                 Self::lock_outcomes(&mut tx).await?;
                 Self::forget_events_impl(&mut tx, &mut index, super::tail::Forget::User(user_id.to_string())).await?;
@@ -2056,7 +2056,7 @@ macro_rules! impl_store {
             }
 
             async fn purge_events_before(&self, before: i64) -> StoreResult<u64> {
-                let mut index = self.lock_index().await;
+                let mut index = self.lock_index_to_forget().await;
                 let mut tx = self.begin_write().await?;
                 Self::forget_events_impl(&mut tx, &mut index, super::tail::Forget::Before(before)).await?;
                 let events = sqlx::query("delete from events where ts < $1").bind(before).execute(&mut *tx).await?.rows_affected();

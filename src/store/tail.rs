@@ -9,14 +9,18 @@
 //! arrival order (`seq`), and the newest ones, the *tail* (`seq > upto`), are held
 //! here in memory: their ids and, per user, what outcomes need. When the tail grows
 //! past `FUSEBOX_SQLITE_EVENT_TAIL` events, it is frozen and moved, sorted, into the
-//! `event_ids` and `event_keys` tables, a slice per ingest group so no group stalls;
-//! sorted inserts touch each index page once per slice instead of once per event.
-//! `event_keys` is keyed by run (one per generation) first, so moving keys only
-//! appends; a lookup probes the runs whose event times reach its window, which for
-//! late exposures is the newest run or two.
+//! `event_ids` and `event_keys` tables; sorted inserts touch each index page once per
+//! slice instead of once per event. `event_keys` is keyed by run (one per generation)
+//! first, so moving keys only appends; a lookup probes the runs whose event times
+//! reach its window, which for late exposures is the newest run or two.
+//!
+//! The index tables live in their own file beside the database (`<db>-index`),
+//! written by a mover thread while the ingest writer keeps storing events: SQLite
+//! allows one writer per file, and moving cost the single writer about a third of
+//! its time. The index is derived data: it is rebuilt from `events` when missing.
 //! When the slice that completes a generation commits, `event_index.upto` advances and
-//! the moved events leave memory: the frozen generation is dropped whole (off the
-//! writer's thread), while events that arrived during the move are already in the
+//! the moved events leave memory: the frozen generation is dropped whole (on the
+//! mover's thread), while events that arrived during the move are already in the
 //! next one. After a crash the tail is read back from `events`
 //! (`seq > upto`); slices moved before the crash are re-inserted idempotently.
 //!
@@ -26,6 +30,7 @@
 
 use std::collections::{HashMap as StdHashMap, HashSet as StdHashSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use crate::domain::fuse::outcomes::{OutcomeEvent, OutcomeNames};
 
@@ -41,9 +46,9 @@ type HashSet<K> = StdHashSet<K, foldhash::fast::RandomState>;
 /// page touched) and cost about 80 bytes of memory per event.
 pub(super) const DEFAULT_MOVE_AT: usize = 400_000;
 
-/// Events (ids, and users' events) moved per ingest group, at least: several times a
-/// group's size, so a generation is moved well before the next one is due.
-pub(super) const MOVE_STEP: usize = 16_384;
+/// Events (ids, and users' events) per slice of a move: slices bound the memory a
+/// move's rows take while they are written.
+pub(super) const MOVE_STEP: usize = 65_536;
 
 /// The event kinds, by the index an event stores.
 const KINDS: [&str; 4] = ["exposure", "activity", "error", "feedback"];
@@ -127,15 +132,17 @@ impl Interner {
     }
 }
 
-/// A frozen generation being moved into the index tables, sorted the way the tables
-/// are keyed.
+/// The move of one frozen generation into the index tables, sorted the way the tables
+/// are keyed. Built and run by the mover (see `sqlite.rs`), off the ingest writer.
 #[derive(Debug, Clone)]
-struct Move {
+pub(super) struct Move {
     /// The generation's highest seq: the run, and `upto` once moved.
     hi: i64,
     /// The span of event times in the generation, recorded with its run.
     min_ts: i64,
     max_ts: i64,
+    /// The `upto` before this move: runs above it are leftovers, cleared first.
+    upto: i64,
     ids: Vec<u128>,
     id_pos: usize,
     /// (environment, user, slot), sorted; each user's entries go in one slice.
@@ -143,7 +150,7 @@ struct Move {
     user_pos: usize,
 }
 
-/// One slice of a move, to be written in the current transaction.
+/// One slice of a move; a move writes all its slices in one transaction.
 #[derive(Debug, Default)]
 pub(super) struct Slice {
     pub ids: Vec<u128>,
@@ -151,17 +158,61 @@ pub(super) struct Slice {
     pub keys: Vec<UserKeys>,
     /// The run the keys belong to: the generation's highest seq.
     pub run: i64,
-    /// On a move's first slice: entries of runs above this `upto` are left over from a
-    /// move that a crash or an erasure interrupted, and are deleted first.
+    /// On a move's first slice: entries of runs above this `upto` belong to no
+    /// completed move (another process's on the same file, say), and are deleted first.
     pub clear_above: Option<i64>,
     /// Set when this slice completes the generation: the new `upto`, which is also
     /// the run, with the run's span of event times.
     pub completes: Option<(i64, i64, i64)>,
-    /// Cursors before the slice, to undo it if the transaction fails.
-    undo: (usize, usize),
-    /// Whether taking this slice froze the generation. Undoing it then thaws it: the
-    /// generation may include events of the failed transaction.
-    froze: bool,
+}
+
+impl Move {
+    /// The next slice: at least `step` ids and entries of whole users (fewer at the
+    /// end); the last one `completes` the move. `generation` is the one planned from.
+    pub(super) fn next_slice(&mut self, generation: &Generation, step: usize) -> Slice {
+        let first = (self.id_pos, self.user_pos) == (0, 0);
+        let mut slice = Slice {
+            run: self.hi,
+            clear_above: first.then_some(self.upto),
+            ..Slice::default()
+        };
+        let end = (self.id_pos + step).min(self.ids.len());
+        slice.ids.extend_from_slice(&self.ids[self.id_pos..end]);
+        self.id_pos = end;
+        let mut entries = 0;
+        let mut keys: Vec<(i64, i64)> = Vec::new();
+        while entries < step && self.user_pos < self.users.len() {
+            let (environment, user, slot) = &self.users[self.user_pos];
+            self.user_pos += 1;
+            keys.clear();
+            keys.extend(generation.events_of(*slot).map(|e| (e.ts, e.seq)));
+            keys.sort_unstable();
+            let (Some(&(min_ts, _)), Some(&(max_ts, _))) = (keys.first(), keys.last()) else {
+                continue;
+            };
+            let mut json = String::with_capacity(2 + 12 * keys.len());
+            json.push('[');
+            for (i, (_, seq)) in keys.iter().enumerate() {
+                if i > 0 {
+                    json.push(',');
+                }
+                let _ = write!(json, "{seq}");
+            }
+            json.push(']');
+            entries += keys.len();
+            slice.keys.push(UserKeys {
+                environment: environment.clone(),
+                user_id: user.clone(),
+                min_ts,
+                max_ts,
+                events: json,
+            });
+        }
+        if self.id_pos == self.ids.len() && self.user_pos == self.users.len() {
+            slice.completes = Some((self.hi, self.min_ts, self.max_ts));
+        }
+        slice
+    }
 }
 
 /// One user's events of a generation, as a row of `event_keys`.
@@ -214,10 +265,6 @@ pub(super) struct Generation {
 impl Generation {
     fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    fn max_seq(&self) -> Option<i64> {
-        self.entries.last().map(|e| e.event.seq)
     }
 
     fn push(&mut self, environment: &str, user_id: &str, event: TailEvent, track_id: bool) {
@@ -316,8 +363,8 @@ impl Generation {
         self.users.retain(|(_, users)| !users.is_empty());
     }
 
-    /// The sorted move of this generation.
-    fn plan_move(&self) -> Move {
+    /// The sorted move of this generation, frozen over index tables at `upto`.
+    pub(super) fn plan_move(&self, upto: i64) -> Move {
         let mut ids: Vec<u128> = self.entries.iter().map(|e| e.event.id).collect();
         ids.sort_unstable();
         let (min_ts, max_ts) = match self.entries.first() {
@@ -344,6 +391,7 @@ impl Generation {
             hi: self.hi,
             min_ts,
             max_ts,
+            upto,
             ids,
             id_pos: 0,
             users,
@@ -380,10 +428,11 @@ pub(super) struct EventTail {
     upto: i64,
     max_seq: i64,
     current: Generation,
-    frozen: Option<Generation>,
-    /// The frozen generation's move; `None` until its first slice is taken, and again
-    /// when an erasure changed it (the move then restarts).
-    moving: Option<Move>,
+    /// The generation being moved, shared with the mover, which only reads it.
+    frozen: Option<Arc<Generation>>,
+    /// Changes whenever the frozen generation does (frozen anew, or events forgotten),
+    /// so the mover knows its plan is stale and restarts the move.
+    epoch: u64,
     strings: Interner,
     /// Which ids the `event_ids` table may hold, so most new ids skip the probe.
     stored: StoredIds,
@@ -710,7 +759,7 @@ impl EventTail {
 
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.current.len() + self.frozen.as_ref().map_or(0, Generation::len)
+        self.current.len() + self.frozen.as_deref().map_or(0, Generation::len)
     }
 
     pub(super) fn max_seq(&self) -> i64 {
@@ -719,7 +768,10 @@ impl EventTail {
 
     /// The generations, oldest first.
     fn generations(&self) -> impl Iterator<Item = &Generation> + '_ {
-        self.frozen.iter().chain(std::iter::once(&self.current))
+        self.frozen
+            .as_deref()
+            .into_iter()
+            .chain(std::iter::once(&self.current))
     }
 
     /// Whether an event with this id is in the tail.
@@ -783,44 +835,22 @@ impl EventTail {
         self.max_seq = self.max_seq.max(event.seq);
     }
 
-    /// Drops every event with `seq > mark`: undoes a transaction's pushes.
+    /// Drops every event with `seq > mark`: undoes a transaction's pushes. Only the
+    /// current generation can hold them: a generation is frozen after a commit.
     pub(super) fn truncate_after(&mut self, mark: i64) {
         if self.max_seq <= mark {
             return;
-        }
-        if self.frozen.as_ref().and_then(Generation::max_seq) > Some(mark) {
-            // Only if the freezing slice was not undone first; the move restarts.
-            self.thaw();
         }
         self.current.retain(|_, _, e| e.seq <= mark);
         self.max_seq = mark;
     }
 
-    /// Makes the frozen generation current again, with any events added since.
-    fn thaw(&mut self) {
-        self.moving = None;
-        if let Some(mut frozen) = self.frozen.take() {
-            let later = std::mem::take(&mut self.current);
-            for (environment, users) in &later.users {
-                for (user, &slot) in users {
-                    for event in later.events_of(slot) {
-                        frozen.push(environment, user, *event, true);
-                    }
-                }
-            }
-            self.current = frozen;
-        }
-    }
-
-    /// Forgets erased or purged events. A move in progress restarts, so no slice
-    /// re-inserts index entries of deleted events.
+    /// Forgets erased or purged events. A move in progress restarts (the epoch
+    /// changes), so no slice re-inserts index entries of deleted events.
     pub(super) fn forget(&mut self, what: &Forget) {
-        self.moving = None;
-        let generations = self
-            .frozen
-            .iter_mut()
-            .chain(std::iter::once(&mut self.current));
-        for generation in generations {
+        self.epoch += 1;
+        let frozen = self.frozen.as_mut().map(Arc::make_mut);
+        for generation in frozen.into_iter().chain(std::iter::once(&mut self.current)) {
             match what {
                 Forget::User(user_id) => generation.retain(|_, user, _| user != user_id),
                 Forget::Before(before) => generation.retain(|_, _, e| e.ts >= *before),
@@ -828,84 +858,37 @@ impl EventTail {
         }
     }
 
-    /// The next slice to move, freezing the current generation first when it is due;
-    /// the cursors advance now and [`EventTail::undo`] puts them back.
-    pub(super) fn next_slice(&mut self, at_least: usize) -> Option<Slice> {
-        let froze = self.frozen.is_none();
-        if froze {
-            if self.current.len() < self.move_at {
-                return None;
-            }
-            let mut frozen = std::mem::take(&mut self.current);
-            frozen.hi = self.max_seq;
-            self.frozen = Some(frozen);
+    /// Freezes the current generation for the mover when it is due and no move is
+    /// under way; `true` if it did. Call only after a commit, so a frozen generation
+    /// holds committed events only. Its ids join the stored-id filter now, before
+    /// they leave the tail.
+    pub(super) fn freeze_if_due(&mut self) -> bool {
+        if self.frozen.is_some() || self.current.len() < self.move_at {
+            return false;
         }
+        let mut frozen = std::mem::take(&mut self.current);
+        frozen.hi = self.max_seq;
+        for entry in &frozen.entries {
+            self.stored.insert(entry.event.id);
+        }
+        self.frozen = Some(Arc::new(frozen));
+        self.epoch += 1;
+        true
+    }
+
+    /// What the mover needs: the epoch, the frozen generation and the current `upto`.
+    pub(super) fn moving(&self) -> Option<(u64, Arc<Generation>, i64)> {
         let frozen = self.frozen.as_ref()?;
-        let moving = self.moving.get_or_insert_with(|| frozen.plan_move());
-        let step = at_least.max(MOVE_STEP);
-        let first = (moving.id_pos, moving.user_pos) == (0, 0);
-        let mut slice = Slice {
-            undo: (moving.id_pos, moving.user_pos),
-            froze,
-            run: moving.hi,
-            clear_above: first.then_some(self.upto),
-            ..Slice::default()
-        };
-        let end = (moving.id_pos + step).min(moving.ids.len());
-        slice.ids.extend_from_slice(&moving.ids[moving.id_pos..end]);
-        // Recorded now: if the slice's transaction fails, they only cost probes.
-        for id in &slice.ids {
-            self.stored.insert(*id);
-        }
-        moving.id_pos = end;
-        let mut entries = 0;
-        let mut keys: Vec<(i64, i64)> = Vec::new();
-        while entries < step && moving.user_pos < moving.users.len() {
-            let (environment, user, slot) = &moving.users[moving.user_pos];
-            moving.user_pos += 1;
-            keys.clear();
-            keys.extend(frozen.events_of(*slot).map(|e| (e.ts, e.seq)));
-            keys.sort_unstable();
-            let (Some(&(min_ts, _)), Some(&(max_ts, _))) = (keys.first(), keys.last()) else {
-                continue;
-            };
-            let mut json = String::with_capacity(2 + 12 * keys.len());
-            json.push('[');
-            for (i, (_, seq)) in keys.iter().enumerate() {
-                if i > 0 {
-                    json.push(',');
-                }
-                let _ = write!(json, "{seq}");
-            }
-            json.push(']');
-            entries += keys.len();
-            slice.keys.push(UserKeys {
-                environment: environment.clone(),
-                user_id: user.clone(),
-                min_ts,
-                max_ts,
-                events: json,
-            });
-        }
-        if moving.id_pos == moving.ids.len() && moving.user_pos == moving.users.len() {
-            slice.completes = Some((moving.hi, moving.min_ts, moving.max_ts));
-        }
-        Some(slice)
+        Some((self.epoch, Arc::clone(frozen), self.upto))
     }
 
-    /// Puts the move's cursors back (the slice's transaction failed).
-    pub(super) fn undo(&mut self, slice: &Slice) {
-        if slice.froze {
-            self.thaw();
-        } else if let Some(moving) = self.moving.as_mut() {
-            (moving.id_pos, moving.user_pos) = slice.undo;
+    /// The slice completing the move of the generation frozen at `epoch` committed:
+    /// it leaves the tail, and is returned so the caller frees it. `None` (nothing
+    /// changes) if the generation changed since, which the mover's lock rules out.
+    pub(super) fn complete(&mut self, epoch: u64, upto: i64) -> Option<Arc<Generation>> {
+        if epoch != self.epoch {
+            return None;
         }
-    }
-
-    /// The slice completing a generation committed: the frozen generation leaves the
-    /// tail, and is returned so the caller can free it off the writer's path.
-    pub(super) fn complete(&mut self, upto: i64) -> Option<Generation> {
-        self.moving = None;
         self.upto = self.upto.max(upto);
         let moved = self.frozen.take();
         if self.strings.names.len() > 4 * 1024 {
@@ -934,8 +917,8 @@ impl EventTail {
             upto: self.upto,
             max_seq: self.max_seq,
             current: self.current.only(environment),
-            frozen: self.frozen.as_ref().map(|f| f.only(environment)),
-            moving: None,
+            frozen: self.frozen.as_ref().map(|f| Arc::new(f.only(environment))),
+            epoch: self.epoch,
             strings: self.strings.clone(),
             stored: StoredIds::default(),
             exposed: ExposedUsers::default(),
@@ -1051,89 +1034,79 @@ mod tests {
         assert_eq!(tail.current.users_count(), 0);
     }
 
+    /// Plans the move of the frozen generation and takes all its slices.
+    fn move_all(tail: &EventTail) -> (u64, Vec<Slice>) {
+        let (epoch, generation, upto) = tail.moving().expect("a frozen generation");
+        let mut plan = generation.plan_move(upto);
+        let mut slices = vec![plan.next_slice(&generation, MOVE_STEP)];
+        while slices.last().is_some_and(|s| s.completes.is_none()) {
+            slices.push(plan.next_slice(&generation, MOVE_STEP));
+        }
+        (epoch, slices)
+    }
+
     #[test]
     fn a_generation_moves_in_sorted_slices_and_then_leaves_memory() {
-        let mut tail = EventTail::new(0, 40_000);
-        let n = 40_010;
+        let n = MOVE_STEP + 10;
+        let mut tail = EventTail::new(0, n);
         for seq in 1..=n as i64 {
             let user = format!("user-{}", seq % 1000);
             // Ids in descending order, so sorting is visible.
             tail.push(seq, u128::MAX - seq as u128, &event(&user, "activity", seq));
         }
-        let mut ids = Vec::new();
-        let mut keys = Vec::new();
-        let mut completes = None;
-        while completes.is_none() {
-            let slice = tail.next_slice(0).expect("a move is due");
-            ids.extend(slice.ids);
-            keys.extend(slice.keys);
-            completes = slice.completes;
-            assert_eq!(slice.run, n as i64);
-        }
+        assert!(tail.freeze_if_due());
+        let (epoch, slices) = move_all(&tail);
+        assert_eq!(slices.len(), 2);
+        assert_eq!(slices[0].clear_above, Some(0));
+        assert_eq!(slices[1].clear_above, None);
+        assert!(slices.iter().all(|s| s.run == n as i64));
+        let completes = slices.last().and_then(|s| s.completes);
         assert_eq!(completes, Some((n as i64, 1, n as i64)));
+        let ids: Vec<u128> = slices.iter().flat_map(|s| s.ids.clone()).collect();
+        let keys: Vec<UserKeys> = slices.iter().flat_map(|s| s.keys.clone()).collect();
         assert_eq!((ids.len(), keys.len()), (n, 1000));
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
         // Each user's row lists their events in time order, with their span.
         let user_7 = keys.iter().find(|k| k.user_id == "user-7").unwrap();
         let seqs: Vec<i64> = serde_json::from_str(&user_7.events).unwrap();
-        assert_eq!(seqs.len(), 41);
+        assert_eq!(seqs.len(), n / 1000 + 1);
         assert!(seqs.iter().all(|s| s % 1000 == 7) && seqs.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!((user_7.min_ts, user_7.max_ts), (7, 40_007));
+        assert_eq!(user_7.min_ts, 7);
         let total: usize = keys
             .iter()
             .map(|k| serde_json::from_str::<Vec<i64>>(&k.events).unwrap().len())
             .sum();
         assert_eq!(total, n);
-        // Events pushed during the move stay; the moved ones leave.
+        // Events pushed during the move stay; the moved ones leave, and their ids
+        // are in the stored-id filter.
         tail.push(n as i64 + 1, 7, &event("late", "activity", 1));
-        tail.complete(n as i64);
+        assert!(!tail.freeze_if_due(), "one move at a time");
+        assert!(tail.complete(epoch, n as i64).is_some());
         assert_eq!((tail.len(), tail.indexed_upto()), (1, n as i64));
         assert!(tail.contains(7) && !tail.contains(u128::MAX - 1));
-        assert!(tail.next_slice(0).is_none());
+        assert!(tail.may_be_stored(u128::MAX - 1));
+        assert!(tail.moving().is_none());
     }
 
     #[test]
-    fn an_undone_slice_is_handed_out_again() {
-        let mut tail = EventTail::new(0, 40_000);
-        for seq in 1..=40_000 {
+    fn a_failed_transaction_after_a_freeze_leaves_the_frozen_generation_whole() {
+        let mut tail = EventTail::new(0, 3);
+        for seq in 1..=2 {
             tail.push(seq, seq as u128, &event("u", "activity", seq));
         }
-        let first = tail.next_slice(0).unwrap();
-        assert_eq!(first.clear_above, Some(0));
-        let second = tail.next_slice(0).unwrap();
-        assert_eq!(second.clear_above, None);
-        tail.undo(&second);
-        let again = tail.next_slice(0).unwrap();
-        assert_eq!(second.ids, again.ids);
-        assert_eq!(second.keys, again.keys);
-        // Undoing the slice that froze the generation drops the move.
-        tail.undo(&first);
-        assert_eq!(tail.next_slice(0).unwrap().ids, first.ids);
-    }
-
-    #[test]
-    fn a_failed_transaction_that_froze_the_generation_leaves_only_committed_events() {
-        let mut tail = EventTail::new(0, 4);
-        for seq in 1..=3 {
-            tail.push(seq, seq as u128, &event("u", "activity", seq));
-        }
-        // The failing transaction pushes two events, which make the generation due.
+        assert!(!tail.freeze_if_due(), "two events are not due");
+        tail.push(3, 3, &event("u", "activity", 3));
+        assert!(tail.freeze_if_due());
+        // The next transaction pushes two events and fails.
         tail.push(4, 4, &event("u", "activity", 4));
         tail.push(5, 5, &event("v", "activity", 5));
-        let slice = tail.next_slice(0).unwrap();
-        assert!(slice.froze && slice.ids.len() == 5);
-        // As `IndexSession` drops: undo, then truncate to the mark.
-        tail.undo(&slice);
         tail.truncate_after(3);
         assert_eq!((tail.len(), tail.max_seq()), (3, 3));
         assert!(tail.contains(3) && !tail.contains(4) && !tail.contains(5));
-        assert!(tail.next_slice(0).is_none(), "three events are not due");
-        tail.push(4, 6, &event("u", "activity", 6));
-        let again = tail.next_slice(0).unwrap();
-        assert_eq!(again.ids, vec![1, 2, 3, 6]);
-        assert_eq!(again.keys.len(), 1);
-        assert_eq!(again.keys[0].events, "[1,2,3,4]");
+        let (_, slices) = move_all(&tail);
+        assert_eq!(slices[0].ids, vec![1, 2, 3]);
+        assert_eq!(slices[0].keys[0].events, "[1,2,3]");
     }
 
     #[test]
@@ -1142,32 +1115,36 @@ mod tests {
         tail.push(1, 1, &event("a", "activity", 10));
         tail.push(2, 2, &event("b", "activity", 20));
         tail.push(3, 3, &event("a", "activity", 30));
-        let first = tail.next_slice(0).unwrap();
-        assert_eq!(first.clear_above, Some(0));
+        assert!(tail.freeze_if_due());
+        let (stale, _) = move_all(&tail);
         // Events arriving during the move go to the next generation.
         tail.push(4, 4, &event("a", "activity", 40));
         tail.forget(&Forget::User("a".into()));
         assert!(!tail.contains(1) && !tail.contains(4) && tail.contains(2));
-        let restarted = tail.next_slice(0).unwrap();
+        assert!(
+            tail.complete(stale, 3).is_none(),
+            "a move planned before the erasure does not complete"
+        );
+        let (epoch, restarted) = move_all(&tail);
         assert_eq!(
-            restarted.clear_above,
+            restarted[0].clear_above,
             Some(0),
             "a restarted move clears its run"
         );
-        assert_eq!(restarted.ids, vec![2]);
-        assert_eq!(restarted.run, 3);
-        assert_eq!(restarted.completes, Some((3, 20, 20)));
-        assert!(tail.complete(3).is_some());
+        assert_eq!(restarted[0].ids, vec![2]);
+        assert_eq!(restarted[0].run, 3);
+        assert_eq!(restarted[0].completes, Some((3, 20, 20)));
+        assert!(tail.complete(epoch, 3).is_some());
         assert_eq!((tail.len(), tail.indexed_upto()), (0, 3));
         // A generation erased whole still moves `upto` to where it was frozen.
         for seq in 5..=7 {
             tail.push(seq, seq as u128, &event("c", "activity", seq));
         }
-        assert!(tail.next_slice(0).is_some());
+        assert!(tail.freeze_if_due());
         tail.forget(&Forget::User("c".into()));
-        let empty = tail.next_slice(0).unwrap();
-        assert!(empty.ids.is_empty() && empty.keys.is_empty());
-        assert_eq!(empty.completes, Some((7, 0, 0)));
+        let (_, empty) = move_all(&tail);
+        assert!(empty[0].ids.is_empty() && empty[0].keys.is_empty());
+        assert_eq!(empty[0].completes, Some((7, 0, 0)));
     }
 
     #[test]
@@ -1175,7 +1152,7 @@ mod tests {
         let mut tail = EventTail::new(0, 2);
         tail.push(1, 1, &event("a", "activity", 3_000));
         tail.push(2, 2, &event("a", "error", 4_000));
-        let _moving = tail.next_slice(0).unwrap();
+        assert!(tail.freeze_if_due());
         tail.push(3, 3, &event("a", "error", 6_000));
         let names = checkout_names();
         let mut rows = vec![exposed_row("a", 2_000)];
