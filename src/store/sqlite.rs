@@ -187,13 +187,15 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             // The default 2 MB page cache made event ingestion read b-tree pages through
-            // the kernel on every insert; 32 MB per connection keeps the hot pages in
+            // the kernel on every insert; the writer's 32 MB keeps the hot pages in
             // memory (64 MB while the event index shared this file; with the index
-            // moved out, 32 MB left throughput as it was and saved about 30 MB of
-            // RSS). No mmap: with the event indexes appended in sorted slices it
-            // gained nothing measurable (68.8k events/s without, 72k with 256 MB), and
-            // the mapped file pages counted 270 MB into the server's RSS.
-            .pragma("cache_size", "-32768")
+            // moved out, 32 MB left throughput as it was). Readers get 8 MB: their
+            // scans (outcome reads, exports) pass over pages once, and at 32 MB each
+            // the pool's caches filled over a minute of ingest to about 100 MB of RSS.
+            // No mmap: with the event indexes appended in sorted slices it gained
+            // nothing measurable (68.8k events/s without, 72k with 256 MB), and the
+            // mapped file pages counted 270 MB into the server's RSS.
+            .pragma("cache_size", "-8192")
             .pragma("mmap_size", "0")
             .pragma("temp_store", "memory")
             .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
@@ -243,7 +245,7 @@ impl SqliteStore {
             .await?;
         let writer = pool_options
             .max_connections(1)
-            .connect_with(options.clone())
+            .connect_with(options.clone().pragma("cache_size", "-32768"))
             .await?;
         let checkpointer = Checkpointer::start(options.connect().await?);
         let tail = Arc::new(tokio::sync::Mutex::new(
