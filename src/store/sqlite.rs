@@ -38,7 +38,7 @@ struct IndexFile {
     /// The database file, which index connections attach read-only to find the ids
     /// an erasure or purge removes.
     main: std::path::PathBuf,
-    /// Held by the mover for each slice, and by erasures and purges for their whole
+    /// Held by the mover for each whole move, and by erasures and purges for their whole
     /// write, so the mover never writes entries of events being deleted. Taken before
     /// the tail's lock.
     move_lock: Arc<tokio::sync::Mutex<()>>,
@@ -48,7 +48,8 @@ struct IndexFile {
 }
 
 /// Stops the mover when the last clone of the store is dropped, and waits for it to
-/// finish a move under way (at most about a second), so the files are quiet after.
+/// finish a move under way (about a second) and its WAL restart (which waits for
+/// readers, up to the busy timeout), so the files are quiet after.
 struct MoverHandle {
     index: Arc<IndexFile>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -506,7 +507,7 @@ impl SqliteStore {
     }
 
     /// As [`SqliteStore::lock_index`], for a transaction that deletes events: the
-    /// mover's lock first (it waits for a slice in progress), then the tail's.
+    /// mover's lock first (it waits for a move in progress), then the tail's.
     async fn lock_index_to_forget(&self) -> IndexSession<'_> {
         let moving = Arc::clone(&self.index.move_lock).lock_owned().await;
         let mut session = self.lock_index().await;
@@ -1532,6 +1533,18 @@ mod tests {
         .unwrap()
     }
 
+    /// Waits until the mover has moved past `before` (the index's `upto`).
+    async fn wait_for_move(store: &SqliteStore, before: i64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while index_of(store).await.0 == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the mover never moved"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// The mover moves frozen generations into the index file on its own thread; the
     /// file is derived data, built again from `events` when it is missing or answers
     /// for more events than the database ever stored.
@@ -1544,14 +1557,7 @@ mod tests {
             .collect();
         let store = SqliteStore::connect(&url, 2, 2).await.unwrap();
         assert_eq!(store.ingest(&events, &[]).await.unwrap(), vec![true; 5]);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while index_of(&store).await.0 == 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the mover never moved"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        wait_for_move(&store, 0).await;
         assert_eq!(index_of(&store).await, (5, 5, 2));
         drop(store);
 
@@ -1599,14 +1605,7 @@ mod tests {
             async move {
                 let before = index_of(&store).await.0;
                 store.ingest(&events, &[]).await.unwrap();
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-                while index_of(&store).await.0 == before {
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "the mover never moved"
-                    );
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
+                wait_for_move(&store, before).await;
             }
         };
         let mut probe = sqlx::SqliteConnection::connect(&index_url).await.unwrap();
