@@ -179,9 +179,7 @@ fn to_new_event(event: Event, environment: &str, received_at: i64) -> NewEvent {
         variant: event.variant,
         score: event.score,
         session_id: event.session_id,
-        properties: event
-            .properties
-            .map(|p| serde_json::Value::Object(p).to_string()),
+        properties: event.properties,
         ts: event.timestamp_ms,
         received_at,
     }
