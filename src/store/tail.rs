@@ -434,7 +434,8 @@ pub(super) struct EventTail {
     /// so the mover knows its plan is stale and restarts the move.
     epoch: u64,
     strings: Interner,
-    /// Which ids the `event_ids` table may hold, so most new ids skip the probe.
+    /// Which ids the tail or the `event_ids` table may hold, so that most new ids
+    /// cost one filter lookup: no tail lookup, no index probe.
     stored: StoredIds,
     /// Which users fused features' exposure rows may hold (outcome upkeep).
     pub(super) exposed: ExposedUsers,
@@ -442,11 +443,11 @@ pub(super) struct EventTail {
     pub(super) rows: OutcomeRows,
 }
 
-/// A Bloom filter over the ids in `event_ids`: a chain of filters, each twice the
-/// capacity of the one before, so it grows without rebuilding. "No" is certain, so
-/// an id it has never seen is new unless the tail has it; "maybe" (all moved ids,
-/// erased ones, and about 0.1% of others) costs one index probe. Deleted ids stay
-/// in it: they only cost a probe.
+/// A Bloom filter over the ids in the tail and in `event_ids`: a chain of filters,
+/// each twice the capacity of the one before, so it grows without rebuilding. "No"
+/// is certain, so an id it has never seen is new; "maybe" (stored ids, erased ones,
+/// and about 0.1% of others) costs a tail lookup and an index probe. Deleted ids and
+/// those of rolled-back transactions stay in it: they only cost a probe.
 #[derive(Debug, Clone, Default)]
 pub(super) struct StoredIds {
     filters: Vec<Bloom>,
@@ -454,18 +455,23 @@ pub(super) struct StoredIds {
     first_capacity: usize,
 }
 
+/// A split-block Bloom filter: each id sets one bit in each of the eight words of one
+/// cache-line block, so a lookup costs one cache miss rather than one per hash (the
+/// ingest writer looks up every event's id, and a chain of plain filters was about a
+/// tenth of its time). At 16 bits per id a full filter errs on about 0.15% of ids
+/// (the test below measures a chain of two).
 #[derive(Debug, Clone)]
 struct Bloom {
-    bits: Vec<u64>,
-    /// Bit count minus one (a power of two).
+    blocks: Vec<Block>,
+    /// Block count minus one (a power of two).
     mask: u64,
     count: usize,
     capacity: usize,
 }
 
-/// Hash functions per id; with at least 16 bits per id the false-positive rate is
-/// below 0.1% per filter.
-const BLOOM_HASHES: u64 = 7;
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(align(64))]
+struct Block([u64; 8]);
 
 /// Ids the first filter holds.
 const BLOOM_FIRST_CAPACITY: usize = 1 << 20;
@@ -478,37 +484,50 @@ fn bloom_hashes(id: u128) -> (u64, u64) {
         z ^ (z >> 31)
     };
     let h1 = mix(id as u64 ^ mix((id >> 64) as u64));
-    (h1, mix(h1) | 1)
+    (h1, mix(h1))
 }
 
 impl Bloom {
     fn new(capacity: usize) -> Bloom {
-        let bits = (capacity * 16).next_power_of_two().max(64);
+        let blocks = (capacity * 16 / 512).next_power_of_two().max(1);
         Bloom {
-            bits: vec![0; bits / 64],
-            mask: bits as u64 - 1,
+            blocks: vec![Block::default(); blocks],
+            mask: blocks as u64 - 1,
             count: 0,
             capacity,
         }
     }
 
-    fn positions(&self, id: u128) -> impl Iterator<Item = u64> + '_ {
+    /// The id's block and the bit it sets in each of the block's words.
+    fn probe(&self, id: u128) -> (usize, [u64; 8]) {
         let (h1, h2) = bloom_hashes(id);
-        (0..BLOOM_HASHES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) & self.mask)
+        let mut bits = [0u64; 8];
+        for (i, bit) in bits.iter_mut().enumerate() {
+            *bit = 1 << ((h2 >> (6 * i)) & 63);
+        }
+        ((h1 & self.mask) as usize, bits)
     }
 
     fn insert(&mut self, id: u128) {
-        let (h1, h2) = bloom_hashes(id);
-        for i in 0..BLOOM_HASHES {
-            let bit = h1.wrapping_add(i.wrapping_mul(h2)) & self.mask;
-            self.bits[(bit / 64) as usize] |= 1 << (bit % 64);
+        let (block, bits) = self.probe(id);
+        if let Some(block) = self.blocks.get_mut(block) {
+            for (word, bit) in block.0.iter_mut().zip(bits) {
+                *word |= bit;
+            }
         }
         self.count += 1;
     }
 
     fn contains(&self, id: u128) -> bool {
-        self.positions(id)
-            .all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+        let (block, bits) = self.probe(id);
+        self.blocks.get(block).is_some_and(|block| {
+            // Branch-free over the block, so the lookups of a chain overlap.
+            block
+                .0
+                .iter()
+                .zip(bits)
+                .fold(true, |all, (word, bit)| all & (word & bit != 0))
+        })
     }
 }
 
@@ -779,7 +798,8 @@ impl EventTail {
         self.current.ids.contains(&id) || self.frozen.as_ref().is_some_and(|f| f.ids.contains(&id))
     }
 
-    /// Whether the `event_ids` table may hold this id (`false` is certain).
+    /// Whether the tail or the `event_ids` table may hold this id (`false` is
+    /// certain: every id the tail takes joins the filter as it is pushed).
     pub(super) fn may_be_stored(&self, id: u128) -> bool {
         self.stored.may_contain(id)
     }
@@ -831,6 +851,7 @@ impl EventTail {
     }
 
     fn add(&mut self, environment: &str, user_id: &str, event: TailEvent) {
+        self.stored.insert(event.id);
         self.current.push(environment, user_id, event, true);
         self.max_seq = self.max_seq.max(event.seq);
     }
@@ -860,17 +881,14 @@ impl EventTail {
 
     /// Freezes the current generation for the mover when it is due and no move is
     /// under way; `true` if it did. Call only after a commit, so a frozen generation
-    /// holds committed events only. Its ids join the stored-id filter now, before
-    /// they leave the tail.
+    /// holds committed events only. (Its ids joined the stored-id filter as they
+    /// were pushed, so they stay known once they leave the tail.)
     pub(super) fn freeze_if_due(&mut self) -> bool {
         if self.frozen.is_some() || self.current.len() < self.move_at {
             return false;
         }
         let mut frozen = std::mem::take(&mut self.current);
         frozen.hi = self.max_seq;
-        for entry in &frozen.entries {
-            self.stored.insert(entry.event.id);
-        }
         self.frozen = Some(Arc::new(frozen));
         self.epoch += 1;
         true
@@ -1023,6 +1041,8 @@ mod tests {
         tail.push(12, 2, &event("b", "activity", 200));
         tail.push(13, 3, &event("a", "error", 300));
         assert_eq!(tail.len(), 3);
+        // Dedup asks the filter first: it must know every id in the tail.
+        assert!((1..=3).all(|id| tail.may_be_stored(id)));
         tail.truncate_after(11);
         assert_eq!((tail.len(), tail.max_seq()), (1, 11));
         assert!(tail.contains(1) && !tail.contains(2) && !tail.contains(3));
