@@ -416,6 +416,46 @@ async fn the_store_reports_which_events_were_new(app: TestApp) {
     // u2's copy of `a` was the duplicate: nothing of u2 was stored.
     let u2 = json_with_status(app.get("/api/admin/users/u2/events").await, 200).await;
     assert_eq!(u2["events"].as_array().unwrap().len(), 0, "{u2}");
+
+    // A group larger than one multi-row insert, with repeats across its row blocks:
+    // every stored row carries its own event's fields.
+    let id = |i: usize| format!("00000000-0000-4000-8000-{:012x}", 0x100 + i);
+    let mut group: Vec<_> = (0..100)
+        .map(|i| fusebox::store::NewEvent {
+            ts: 1_700_000_000_000 + i as i64,
+            name: Some(format!("n{i}")),
+            ..event(&id(i), &format!("v{}", i % 3))
+        })
+        .collect();
+    group[40].id = id(5);
+    group[70].id = id(33);
+    group[99].id = a.to_string();
+    let fresh = store.ingest(&group, &[]).await.unwrap();
+    let repeats = [40, 70, 99];
+    for (i, stored) in fresh.iter().enumerate() {
+        assert_eq!(*stored, !repeats.contains(&i), "event {i}");
+    }
+    assert_eq!(store.count_events().await.unwrap(), 3 + 97);
+    let mut exported = 0;
+    for user in ["v0", "v1", "v2"] {
+        let export = json_with_status(
+            app.get(&format!("/api/admin/users/{user}/events")).await,
+            200,
+        )
+        .await;
+        for e in export["events"].as_array().unwrap() {
+            let i = (e["timestamp"].as_i64().unwrap() - 1_700_000_000_000) as usize;
+            assert!(!repeats.contains(&i), "{e}");
+            assert_eq!(
+                (e["id"].as_str(), e["name"].as_str()),
+                (Some(id(i).as_str()), Some(format!("n{i}").as_str())),
+                "{e}"
+            );
+            assert_eq!(format!("v{}", i % 3), user, "{e}");
+            exported += 1;
+        }
+    }
+    assert_eq!(exported, 97);
 }
 
 /// A group whose transaction fails after its events were inserted stores nothing:
