@@ -1109,9 +1109,10 @@ mod raw {
     ///
     /// Rows go in [`INSERT_ROWS`] to a statement, with their seqs given. `events` is
     /// an AUTOINCREMENT table, and SQLite reads and rewrites its `sqlite_sequence`
-    /// row once per statement: one row per statement paid that for every event, about
-    /// a sixth of the cost of a row. The seqs continue from `sqlite_sequence`, which
-    /// this transaction's write lock keeps still.
+    /// row once per statement, so one row per statement paid that for every event
+    /// (through Python's sqlite3 module, 3.97 against 3.24 µs per row without
+    /// AUTOINCREMENT). The seqs continue from `sqlite_sequence`, which this
+    /// transaction's write lock keeps still.
     ///
     /// # Safety
     /// `db` must be a valid connection that no other thread uses during the call.
