@@ -584,9 +584,9 @@ impl SqliteStore {
     /// Stores one ingest group in one write transaction run entirely through the C
     /// API, on the writer connection locked once: `BEGIN IMMEDIATE`, the events, the
     /// exposure rows, outcome upkeep, watermarks, quarantine, hourly counts, `COMMIT`
-    /// (then a due generation is frozen for the mover). Through sqlx every statement was a round trip
-    /// to its worker thread (about 13 per group), and on two cores each hand-off
-    /// waited for a CPU: the writer is the serial path of SQLite ingest.
+    /// (then a due generation is frozen for the mover). Through sqlx every statement
+    /// was a round trip to its worker thread (about 13 per group), and on two cores
+    /// each hand-off waited for a CPU: the writer is the serial path of SQLite ingest.
     async fn ingest_impl(
         &self,
         events: &[NewEvent],
